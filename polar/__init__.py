@@ -1,0 +1,24 @@
+"""Polar: neuron-level structured pruning with the polarization regularizer (Zhuang et al., NeurIPS 2020).
+
+    import polar
+    m = polar.create_model("resnet56", num_classes=10)
+    reg = polar.Polarization(lam=5e-5, t=1.4)          # loss = CE + reg(m)
+    for event in polar.train(polar.TrainConfig(model="resnet20", dataset="synthetic", epochs=2)):
+        ...
+"""
+from .config import PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig
+from .data import DeviceDataset, ImageTensors
+from .datasets import DatasetError, load_dataset, load_images
+from .models import create_model, list_models, sparse_bns
+from .regularizers import L1, NoRegularizer, Polarization, make_regularizer, sparse_gammas
+from .runs import CheckpointError, RunDir
+from .saving import load, save
+from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, resolve_device, train
+
+__all__ = [
+    "create_model", "list_models", "sparse_bns",
+    "Polarization", "L1", "NoRegularizer", "make_regularizer", "sparse_gammas",
+    "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent", "EpochEvent", "evaluate", "gamma_snapshot",
+    "resolve_device", "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir",
+    "save", "load", "ConfigError", "DatasetError", "CheckpointError",
+]

@@ -1,0 +1,28 @@
+"""Polar's model zoo: CIFAR ResNets, VGG-16, MobileNetV2 and the ImageNet ResNet-50 / MobileNetV2."""
+from torch import nn
+
+from . import mobilenetv2, resnet, vgg  # noqa: F401  (registers the builders)
+from ._registry import create_model, list_models, register_model
+
+__all__ = ["create_model", "list_models", "register_model", "sparse_bns", "unwrap"]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel (``.module``) or torch.compile (``._orig_mod``) wrappers."""
+    while isinstance(getattr(model, "module", None), nn.Module) or isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def sparse_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BatchNorm2d layers whose γ are regularized and prunable, in forward order.
+
+    Works through DistributedDataParallel / torch.compile wrappers.
+
+    Raises:
+        ValueError: if the model does not declare its sparse BNs (build it with ``polar.create_model``).
+    """
+    inner = unwrap(model)
+    if not hasattr(inner, "sparse_bns"):
+        raise ValueError(f"{type(inner).__name__} does not declare sparse BNs; build models with polar.create_model")
+    return inner.sparse_bns()

@@ -1,0 +1,250 @@
+"""ResNets: the CIFAR ResNet of He et al. (option-A shortcuts) and the ImageNet ResNet-50 of torchvision.
+
+Channel widths are constructor arguments, so a pruned network is the same class built with smaller numbers:
+``mid`` channels inside a block and ``keep`` — the residual-stream channels the block still writes to (the block's
+output is added back at those indices, as the paper's code does).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import init_weights
+from ._registry import register_model
+
+__all__ = [
+    "BasicBlock", "Bottleneck", "CifarResNet", "ImageNetResNet",
+    "resnet20", "resnet32", "resnet56", "resnet110", "resnet50_imagenet",
+]
+
+# A block's widths: {"mid": [channels after bn1, (after bn2 in a bottleneck)], "keep": kept residual channels}.
+# None (or a missing key) means unpruned.
+BlockWidths = dict[str, list[int]]
+
+
+def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False)
+
+
+class ShortcutA(nn.Module):
+    """He et al.'s parameter-free option-A shortcut: subsample by the stride, zero-pad the new channels."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pad = (planes - inplanes) // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad))  # (N, planes, H/stride, W/stride)
+
+
+def _widths(mid: list[int], keep: Tensor | None) -> BlockWidths:
+    return {"mid": mid} if keep is None else {"mid": mid, "keep": keep.tolist()}
+
+
+def _add_residual(identity: Tensor, out: Tensor, keep: Tensor | None) -> Tensor:
+    """identity + out, where out only covers the residual channels listed in keep (all when None)."""
+    if keep is None:
+        return identity + out
+    return identity.index_add(1, keep, out)
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus shortcut; bn1 and bn2 are sparse (prunable)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, widths: BlockWidths | None = None) -> None:
+        super().__init__()
+        (mid,), keep = (widths or {}).get("mid", [planes]), (widths or {}).get("keep")
+        self.conv1 = conv3x3(inplanes, mid, stride)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = conv3x3(mid, planes if keep is None else len(keep))
+        self.bn2 = nn.BatchNorm2d(self.conv2.out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = ShortcutA(inplanes, planes, stride) if stride != 1 or inplanes != planes else None
+        self.register_buffer("keep", None if keep is None else torch.tensor(keep, dtype=torch.long))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(_add_residual(identity, out, self.keep))
+
+    def sparse_bns(self) -> list[nn.BatchNorm2d]:
+        return [self.bn1, self.bn2]
+
+    def widths(self) -> BlockWidths:
+        return _widths([self.conv1.out_channels], self.keep)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 bottleneck (stride on the 3x3); bn1, bn2 and bn3 are sparse (prunable)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, widths: BlockWidths | None = None,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        (mid1, mid2), keep = (widths or {}).get("mid", [planes, planes]), (widths or {}).get("keep")
+        self.conv1 = conv1x1(inplanes, mid1)
+        self.bn1 = nn.BatchNorm2d(mid1)
+        self.conv2 = conv3x3(mid1, mid2, stride)
+        self.bn2 = nn.BatchNorm2d(mid2)
+        self.conv3 = conv1x1(mid2, planes * self.expansion if keep is None else len(keep))
+        self.bn3 = nn.BatchNorm2d(self.conv3.out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.register_buffer("keep", None if keep is None else torch.tensor(keep, dtype=torch.long))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(_add_residual(identity, out, self.keep))
+
+    def sparse_bns(self) -> list[nn.BatchNorm2d]:
+        return [self.bn1, self.bn2, self.bn3]
+
+    def widths(self) -> BlockWidths:
+        return _widths([self.conv1.out_channels, self.conv2.out_channels], self.keep)
+
+
+class _ResNetBase(nn.Module):
+    """What both ResNets share: the list of blocks, their sparse BNs and their widths."""
+
+    name: str
+
+    def blocks(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+
+    def sparse_bns(self) -> list[nn.BatchNorm2d]:
+        return [bn for block in self.blocks() for bn in block.sparse_bns()]
+
+
+class CifarResNet(_ResNetBase):
+    """The CIFAR ResNet of He et al. (2016): 3 stages of (depth-2)/6 basic blocks, widths 16/32/64."""
+
+    input_size = 32
+
+    def __init__(self, depth: int, num_classes: int = 10,
+                 block_widths: list[BlockWidths] | None = None) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got {depth}")
+        self.name = f"resnet{depth}"
+        self.depth, self.num_classes = depth, num_classes
+        n = (depth - 2) // 6
+        widths = iter(block_widths or [])
+        self.conv1 = conv3x3(3, 16)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        inplanes = 16
+        stages = []
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            layer = []
+            for i in range(n):
+                layer.append(BasicBlock(inplanes, planes, stride if i == 0 else 1, next(widths, None)))
+                inplanes = planes
+            stages.append(nn.Sequential(*layer))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        init_weights(self, self.sparse_bns())
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (N, 16, 32, 32)
+        x = self.layer1(x)
+        x = self.layer2(x)  # (N, 32, 16, 16)
+        x = self.layer3(x)  # (N, 64, 8, 8)
+        x = torch.flatten(self.avgpool(x), 1)  # (N, 64)
+        return self.fc(x)
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this (possibly pruned) architecture."""
+        return {"num_classes": self.num_classes, "block_widths": [b.widths() for b in self.blocks()]}
+
+
+class ImageNetResNet(_ResNetBase):
+    """torchvision's ResNet-50 with the same attribute names (torchvision state_dicts load as they are)."""
+
+    input_size = 224
+
+    def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000,
+                 block_widths: list[BlockWidths] | None = None) -> None:
+        super().__init__()
+        self.name = "resnet50_imagenet"
+        self.layers_cfg, self.num_classes = tuple(layers), num_classes
+        widths = iter(block_widths or [])
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = 64
+        stages = []
+        for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+            stride = 1 if stage == 0 else 2
+            layer = []
+            for i in range(blocks):
+                downsample = None
+                if i == 0 and (stride != 1 or inplanes != planes * Bottleneck.expansion):
+                    downsample = nn.Sequential(conv1x1(inplanes, planes * Bottleneck.expansion, stride),
+                                               nn.BatchNorm2d(planes * Bottleneck.expansion))
+                layer.append(Bottleneck(inplanes, planes, stride if i == 0 else 1, next(widths, None), downsample))
+                inplanes = planes * Bottleneck.expansion
+            stages.append(nn.Sequential(*layer))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+        init_weights(self, self.sparse_bns())
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)  # (N, 2048, H/32, W/32)
+        x = torch.flatten(self.avgpool(x), 1)  # (N, 2048)
+        return self.fc(x)
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this (possibly pruned) architecture."""
+        return {"num_classes": self.num_classes, "block_widths": [b.widths() for b in self.blocks()]}
+
+
+def _cifar_resnet(depth: int, num_classes: int, **kwargs: Any) -> CifarResNet:
+    return CifarResNet(depth, num_classes, **kwargs)
+
+
+@register_model()
+def resnet20(*, num_classes: int = 10, **kwargs: Any) -> CifarResNet:
+    return _cifar_resnet(20, num_classes, **kwargs)
+
+
+@register_model()
+def resnet32(*, num_classes: int = 10, **kwargs: Any) -> CifarResNet:
+    return _cifar_resnet(32, num_classes, **kwargs)
+
+
+@register_model()
+def resnet56(*, num_classes: int = 10, **kwargs: Any) -> CifarResNet:
+    return _cifar_resnet(56, num_classes, **kwargs)
+
+
+@register_model()
+def resnet110(*, num_classes: int = 10, **kwargs: Any) -> CifarResNet:
+    return _cifar_resnet(110, num_classes, **kwargs)
+
+
+@register_model()
+def resnet50_imagenet(*, num_classes: int = 1000, **kwargs: Any) -> ImageNetResNet:
+    return ImageNetResNet((3, 4, 6, 3), num_classes, **kwargs)

@@ -1,0 +1,58 @@
+"""The CIFAR VGG-16 with BatchNorm used by network slimming (Liu et al. 2017) and the paper.
+
+Every conv is followed by a BN (sparse) and ReLU; after the last conv, global average pooling and one linear layer.
+A pruned VGG is the same class built with the surviving widths in ``cfg``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._common import init_weights
+from ._registry import register_model
+
+__all__ = ["VGG", "vgg16"]
+
+VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+
+
+class VGG(nn.Module):
+    """Plain VGG: ``cfg`` lists conv widths, ``"M"`` a 2x2 max-pool."""
+
+    input_size = 32
+
+    def __init__(self, cfg: list[int | str], num_classes: int = 10, name: str = "vgg16") -> None:
+        super().__init__()
+        self.name, self.cfg, self.num_classes = name, list(cfg), num_classes
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                continue
+            layers += [nn.Conv2d(in_channels, int(v), kernel_size=3, padding=1, bias=False),
+                       nn.BatchNorm2d(int(v)), nn.ReLU(inplace=True)]
+            in_channels = int(v)
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(in_channels, num_classes)
+        init_weights(self, self.sparse_bns())
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features(x)  # (N, C_last, 2, 2) for 32x32 input
+        x = torch.flatten(self.avgpool(x), 1)  # (N, C_last)
+        return self.classifier(x)
+
+    def sparse_bns(self) -> list[nn.BatchNorm2d]:
+        return [m for m in self.features if isinstance(m, nn.BatchNorm2d)]
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this (possibly pruned) architecture."""
+        return {"num_classes": self.num_classes, "cfg": self.cfg}
+
+
+@register_model()
+def vgg16(*, num_classes: int = 10, cfg: list[int | str] | None = None) -> VGG:
+    return VGG(VGG16_CFG if cfg is None else cfg, num_classes, name="vgg16")

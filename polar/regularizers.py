@@ -1,0 +1,119 @@
+"""Sparsity regularizers on the sparse BN scaling factors γ: polarization (Zhuang et al. 2020) and L1 (Liu et al.
+2017).
+
+The math lives in pure functions of one flat γ tensor; ``Polarization`` and ``L1`` are small callables that gather
+a model's sparse γ and return ``λ · penalty`` as a scalar tensor for the loss, so autograd supplies the
+subgradient and both methods go through the same training code.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .models import sparse_bns
+
+__all__ = ["polarization", "l1", "Polarization", "L1", "NoRegularizer", "Regularizer", "make_regularizer",
+           "sparse_gammas"]
+
+
+def sparse_gammas(model: nn.Module) -> Tensor:
+    """All sparse γ of the model concatenated into one flat tensor (a view into the graph, not detached)."""
+    return torch.cat([bn.weight.view(-1) for bn in sparse_bns(model)])
+
+
+def polarization(gamma: Tensor, t: float) -> Tensor:
+    """R(γ) = t·‖γ‖₁ − ‖γ − mean(γ)‖₁ over one flat γ (the mean is over all of it and is not detached).
+
+    The first term pushes every γ to 0; the second pushes γ away from their mean, so together they split γ into a
+    spike at 0 and a mode away from it instead of shrinking all of them as L1 does.
+    """
+    return t * gamma.abs().sum() - (gamma - gamma.mean()).abs().sum()
+
+
+def l1(gamma: Tensor) -> Tensor:
+    """‖γ‖₁ (network slimming)."""
+    return gamma.abs().sum()
+
+
+class Regularizer:
+    """A penalty on the sparse γ: ``reg(model)`` is the scalar to add to the loss; ``clamp`` runs after each step."""
+
+    name = "none"
+    lam = 0.0
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        raise NotImplementedError
+
+    def clamp_(self, model: nn.Module) -> None:
+        """Project γ back to the regularizer's domain after an optimizer step (a no-op by default)."""
+
+
+class Polarization(Regularizer):
+    """λ · Σ_l [t·‖γ_l‖₁ − ‖γ_l − γ̄‖₁], γ̄ the mean over all sparse γ of the network; γ clamped to [0, upper].
+
+    Args:
+        lam: strength λ ≥ 0. The paper's values suit 200-epoch runs; brief runs need proportionally more.
+        t: the pull to zero relative to the push apart, 0 ≤ t (the paper uses about 1.0–1.6). t ≤ 1 makes
+           the penalty reward γ above the mean for growing, which the clamp to ``upper`` then bounds.
+        upper: the upper bound a of γ after every step (the paper uses a = 1).
+    """
+
+    name = "polar"
+
+    def __init__(self, lam: float, t: float = 1.2, upper: float = 1.0) -> None:
+        if lam < 0:
+            raise ValueError(f"polarization lam must be >= 0, got {lam}")
+        if not 0 <= t <= 10:
+            raise ValueError(f"polarization t must be in [0, 10] (the paper uses about 1.0-1.6), got {t}")
+        if upper <= 0:
+            raise ValueError(f"polarization upper bound must be > 0, got {upper}")
+        self.lam, self.t, self.upper = lam, t, upper
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        return self.lam * polarization(sparse_gammas(model), self.t)
+
+    @torch.no_grad()
+    def clamp_(self, model: nn.Module) -> None:
+        for bn in sparse_bns(model):
+            bn.weight.clamp_(0.0, self.upper)
+
+    def __repr__(self) -> str:
+        return f"Polarization(lam={self.lam}, t={self.t}, upper={self.upper})"
+
+
+class L1(Regularizer):
+    """λ · Σ_l ‖γ_l‖₁ (network slimming); γ is left unclamped, as Liu et al. do."""
+
+    name = "l1"
+
+    def __init__(self, lam: float) -> None:
+        if lam < 0:
+            raise ValueError(f"L1 lam must be >= 0, got {lam}")
+        self.lam = lam
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        return self.lam * l1(sparse_gammas(model))
+
+    def __repr__(self) -> str:
+        return f"L1(lam={self.lam})"
+
+
+class NoRegularizer(Regularizer):
+    """The baseline: no penalty (a zero that still lives on the model's device)."""
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        return sparse_gammas(model).new_zeros(())
+
+    def __repr__(self) -> str:
+        return "NoRegularizer()"
+
+
+def make_regularizer(reg: str, lam: float = 0.0, t: float = 1.2, upper: float = 1.0) -> Regularizer:
+    """Build a regularizer by name: ``polar``, ``l1`` or ``none``."""
+    if reg == "polar":
+        return Polarization(lam, t, upper)
+    if reg == "l1":
+        return L1(lam)
+    if reg == "none":
+        return NoRegularizer()
+    raise ValueError(f"unknown regularizer {reg!r}; choose polar, l1 or none")

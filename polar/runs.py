@@ -1,0 +1,102 @@
+"""A run directory on disk: ``config.json``, ``metrics.csv`` (one row per epoch), ``gammas/epoch_NNNN.pt``
+(every sparse γ per layer) and ``checkpoint.pt`` (the last epoch). Every file is written atomically, so a run that
+is stopped at any moment keeps its last complete epoch and can be resumed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._io import atomic_save, atomic_write_text
+
+__all__ = ["RunDir", "CheckpointError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or saved model cannot be read; the message says which file and what to do."""
+
+
+def read_torch_file(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` a Polar file (weights only: no pickled code runs), with a one-line error when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; pass a checkpoint.pt or a saved model file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or from an untrusted pickle
+        raise CheckpointError(f"{path} is not a readable Polar checkpoint ({type(err).__name__}); "
+                              "re-run the training that wrote it or pass another file") from None
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise CheckpointError(f"{path} holds no model state_dict; pass a checkpoint.pt or a file from polar.save")
+    return obj
+
+
+class RunDir:
+    """The files of one training run. Only rank 0 of a distributed run writes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    def exists(self) -> bool:
+        return (self.path / "config.json").is_file()
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(json.dumps(config, indent=2) + "\n", self.path / "config.json")
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{self.path}/config.json is missing or unreadable ({err}); "
+                                  "is this a run directory?") from None
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.csv with all rows so far (small: one row per epoch)."""
+        if not rows:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(buf.getvalue(), self.path / "metrics.csv")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.csv"
+        if not path.is_file():
+            return []
+        with path.open() as f:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def save_gammas(self, epoch: int, gammas: dict[str, Tensor]) -> None:
+        atomic_save(gammas, self.path / "gammas" / f"epoch_{epoch:04d}.pt")
+
+    def gamma_epochs(self) -> list[int]:
+        return sorted(int(p.stem.split("_")[1]) for p in (self.path / "gammas").glob("epoch_*.pt"))
+
+    def load_gammas(self, epoch: int) -> dict[str, Tensor]:
+        return torch.load(self.path / "gammas" / f"epoch_{epoch:04d}.pt", weights_only=True)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_save(state, self.checkpoint_path)
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        return read_torch_file(self.checkpoint_path)
+
+
+def _number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

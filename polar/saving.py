@@ -1,0 +1,42 @@
+"""Saving and loading models as architecture name + channel configuration + weights (no pickled classes).
+
+A pruned model is its class built with smaller widths, so ``spec()`` (the constructor arguments) and the
+state_dict are all it takes to rebuild it anywhere.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ._io import atomic_save
+from .models import create_model, unwrap
+from .runs import CheckpointError, read_torch_file
+
+__all__ = ["save", "load", "model_record", "model_from_record"]
+
+
+def model_record(model: nn.Module) -> dict:
+    """The plain dict that rebuilds ``model``: its registry name, constructor spec and state_dict."""
+    inner = unwrap(model)
+    return {"model": inner.name, "spec": inner.spec(), "state_dict": inner.state_dict()}
+
+
+def model_from_record(record: dict) -> nn.Module:
+    """Rebuild a model from :func:`model_record`'s dict (also accepts a training checkpoint)."""
+    try:
+        model = create_model(record["model"], **record["spec"])
+        model.load_state_dict(record["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"the saved model does not match its architecture ({str(err).splitlines()[0]})") from None
+    return model
+
+
+def save(model: nn.Module, path: str | Path) -> None:
+    """Write ``model`` (architecture, channel configuration, weights) to ``path`` atomically."""
+    atomic_save(model_record(model), path)
+
+
+def load(path: str | Path) -> nn.Module:
+    """Load a model written by :func:`save` (or a run's ``checkpoint.pt``) on the CPU, in eval mode."""
+    return model_from_record(read_torch_file(path)).eval()

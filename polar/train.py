@@ -1,0 +1,299 @@
+"""The one training loop: a generator of events that the CLI, the app and the notebooks all consume.
+
+    for event in polar.train(cfg, run_dir="runs/r56"):
+        if isinstance(event, polar.EpochEvent): print(event.test_acc)
+
+Each step: forward, cross-entropy + reg(model), backward, SGD step, clamp γ (polarization), zero_grad — then a
+StepEvent. Each epoch: evaluation, a snapshot of every sparse γ, an atomic checkpoint — then an EpochEvent.
+Distributed data parallel runs when launched with torchrun (one process per GPU, or gloo on CPU).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ConfigError, TrainConfig
+from .data import DeviceDataset
+from .datasets import load_dataset
+from .saving import model_from_record
+from .models import create_model, sparse_bns, unwrap
+from .regularizers import Regularizer, make_regularizer
+from .runs import CheckpointError, RunDir, read_torch_file
+
+__all__ = ["StepEvent", "EpochEvent", "train", "evaluate", "resolve_device", "lr_at", "gamma_snapshot",
+           "build_optimizer"]
+
+
+@dataclass
+class StepEvent:
+    """One optimizer step. ``loss`` (cross-entropy) and ``reg`` are detached 0-dim tensors on the training device:
+    turning them into floats is a CPU-GPU sync, so consumers do it only when they display them."""
+
+    epoch: int  # 1-based epoch this step belongs to
+    step: int  # 1-based global step
+    steps_per_epoch: int
+    lr: float
+    loss: Tensor
+    reg: Tensor
+
+
+@dataclass
+class EpochEvent:
+    """The end of an epoch: accuracies in [0, 1], wall time, and every sparse γ per layer (CPU copies)."""
+
+    epoch: int
+    step: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    reg: float
+    test_loss: float
+    test_acc: float
+    seconds: float
+    images_per_s: float
+    gammas: dict[str, Tensor]
+
+    def metrics(self) -> dict[str, float | int]:
+        """The row written to metrics.csv."""
+        all_gamma = torch.cat(list(self.gammas.values()))
+        return {"epoch": self.epoch, "step": self.step, "lr": self.lr, "train_loss": self.train_loss,
+                "train_acc": self.train_acc, "reg": self.reg, "test_loss": self.test_loss, "test_acc": self.test_acc,
+                "seconds": self.seconds, "images_per_s": self.images_per_s,
+                "gamma_below_0.01": float((all_gamma < 0.01).float().mean()),
+                "gamma_in_0.1_0.4": float(((all_gamma > 0.1) & (all_gamma < 0.4)).float().mean())}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; anything else must name an available device."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """The learning rate for a 0-based step: linear warm-up, then step (x0.1 at 50%, 75%), cosine or constant."""
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if cfg.lr_schedule == "step":
+        return cfg.lr * 0.1 ** sum(progress >= m for m in (0.5, 0.75))
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; BatchNorm γ and β are exempt from weight decay unless ``bn_wd`` (the paper's --bn-wd)."""
+    bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for p in m.parameters(recurse=False)}
+    decay = [p for p in model.parameters() if cfg.bn_wd or id(p) not in bn_params]
+    no_decay = [p for p in model.parameters() if not cfg.bn_wd and id(p) in bn_params]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def gamma_snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """Every sparse BN's γ by module name, as float32 CPU copies (for histograms and the run directory)."""
+    inner = unwrap(model)
+    names = {id(m): name for name, m in inner.named_modules()}
+    return {names[id(bn)]: bn.weight.detach().float().cpu().clone() for bn in sparse_bns(inner)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceDataset, batch_size: int = 1000, channels_last: bool = False,
+             amp: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on the test split (summed over ranks when distributed)."""
+    was_training = model.training
+    model.eval()
+    rank, world = _rank_world()
+    device = data.device
+    total = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
+    for x, y in data.test_batches(batch_size, rank, world):
+        x, y = _to_input(x, y, device, channels_last)
+        with _autocast(device, amp):
+            logits = model(x)
+        total += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
+                              (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=device).double()])
+    if world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    loss, correct, count = total.tolist()  # CPU-GPU sync, once per evaluation
+    return loss / max(count, 1), correct / max(count, 1)
+
+
+def _to_input(x: Tensor, y: Tensor, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def _autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when asked; CPU training stays fp32 (bf16 is slower there on most CPUs)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _init_distributed(cfg: TrainConfig) -> torch.device:
+    """Join the torchrun process group when launched by torchrun; return this process's device."""
+    device = resolve_device(cfg.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def _initial_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """Fresh weights from the seed (so polar/L1/none runs share them), or the weights in ``cfg.init``."""
+    if cfg.init:
+        model = model_from_record(read_torch_file(cfg.init))
+        if unwrap(model).num_classes != num_classes:
+            raise ConfigError(f"{cfg.init} has {unwrap(model).num_classes} classes but {cfg.dataset} has {num_classes}")
+        return model
+    torch.manual_seed(cfg.seed)
+    return create_model(cfg.model, num_classes=num_classes)
+
+
+def _load_data(cfg: TrainConfig, device: torch.device) -> DeviceDataset:
+    if cfg.dataset == "imagenet":
+        from .imagenet import ImageNetData
+
+        return ImageNetData(cfg.data_path, device, workers=cfg.workers)  # type: ignore[return-value]
+    return load_dataset(cfg.dataset, device, subset=cfg.subset or None, data_dir=cfg.data_dir,
+                        path=cfg.data_path or None)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False,
+          model: nn.Module | None = None, data: DeviceDataset | None = None,
+          reg: Regularizer | None = None) -> Iterator[StepEvent | EpochEvent]:
+    """Train ``cfg.model`` on ``cfg.dataset``, yielding a StepEvent per step and an EpochEvent per epoch.
+
+    Args:
+        cfg: the run's settings.
+        run_dir: where config.json, metrics.csv, γ snapshots and checkpoint.pt go (None: keep nothing on disk).
+        resume: continue from ``run_dir``'s checkpoint (its config must match ``cfg``'s model and data).
+        model: train this model instead of building one (its weights are updated in place).
+        data: reuse an already loaded dataset (the app trains two models on one copy).
+        reg: a regularizer object instead of the one ``cfg.reg``/``lam``/``t`` describe.
+    """
+    device = _init_distributed(cfg)
+    rank, world = _rank_world()
+    data = data if data is not None else _load_data(cfg, device)
+    model = model if model is not None else _initial_model(cfg, data.num_classes)
+    reg = reg if reg is not None else make_regularizer(cfg.reg, cfg.lam, cfg.t, cfg.upper)
+    channels_last = cfg.channels_last and device.type in ("cpu", "cuda")
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = build_optimizer(model, cfg)
+    runs = RunDir(run_dir) if run_dir is not None else None
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        if runs is None or not runs.checkpoint_path.is_file():
+            raise CheckpointError(f"nothing to resume: {run_dir}/checkpoint.pt does not exist")
+        start_epoch, history = _restore(runs, cfg, model, optimizer)
+    elif runs is not None and rank == 0:
+        if runs.checkpoint_path.is_file():
+            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        runs.write_config(cfg.to_dict())
+    ddp_model = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                 if world > 1 else model)
+
+    steps_per_epoch = data.steps_per_epoch(cfg.batch_size, world)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size {cfg.batch_size} x {world} process(es) exceeds the {data.num_train} "
+                          "training images; lower it or enlarge the subset")
+    total_steps = cfg.epochs * steps_per_epoch
+    step = start_epoch * steps_per_epoch
+    model.train()
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, reg, correct, count
+        for x, y in data.train_batches(cfg.batch_size, seed=cfg.seed * 10_000 + epoch, rank=rank, world_size=world):
+            x, y = _to_input(x, y, device, channels_last)
+            lr = lr_at(step, total_steps, cfg, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with _autocast(device, cfg.amp):
+                logits = ddp_model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            penalty = reg(model)
+            (loss + penalty).backward()
+            optimizer.step()
+            reg.clamp_(model)
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss, penalty = loss.detach(), penalty.detach()
+            sums += torch.stack([loss.double() * len(y), penalty.double() * len(y),
+                                 (logits.detach().argmax(1) == y).sum().double(),
+                                 torch.tensor(len(y), device=device).double()])
+            yield StepEvent(epoch, step, steps_per_epoch, lr, loss, penalty)
+        if world > 1:
+            dist.all_reduce(sums)
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        test_loss, test_acc = evaluate(ddp_model, data, channels_last=channels_last, amp=cfg.amp)
+        loss_sum, reg_sum, correct, count = sums.tolist()  # CPU-GPU sync, once per epoch
+        event = EpochEvent(epoch, step, lr, loss_sum / count, correct / count, reg_sum / count, test_loss, test_acc,
+                           seconds, count / seconds, gamma_snapshot(model))
+        if runs is not None and rank == 0:
+            history.append(event.metrics())
+            runs.save_gammas(epoch, event.gammas)
+            runs.write_metrics(history)
+            runs.save_checkpoint({"model": unwrap(model).name, "spec": unwrap(model).spec(),
+                                  "state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                  "epoch": epoch, "step": step, "config": cfg.to_dict(),
+                                  "rng": torch.get_rng_state()})
+        yield event
+
+
+def _restore(runs: RunDir, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list]:
+    """Load a checkpoint into ``model``/``optimizer``; return the completed epochs and the metrics so far."""
+    ckpt = runs.load_checkpoint()
+    saved = ckpt.get("config", {})
+    for key in ("model", "dataset", "subset", "reg", "batch_size", "seed"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise CheckpointError(f"cannot resume {runs.path}: it was trained with {key}={saved[key]!r}, "
+                                  f"not {getattr(cfg, key)!r}")
+    try:
+        unwrap(model).load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{runs.checkpoint_path} does not fit this model ({str(err).splitlines()[0]})") from None
+    if "rng" in ckpt:
+        torch.set_rng_state(ckpt["rng"])
+    runs.write_config(cfg.to_dict())
+    return int(ckpt["epoch"]), runs.read_metrics()[: int(ckpt["epoch"])]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
