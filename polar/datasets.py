@@ -41,7 +41,9 @@ def _cifar(name: str, root: Path, download: bool) -> ImageTensors:
     folder = root / name
     if (folder / "train").is_dir() and (folder / "test").is_dir() and not _has_official(cls, folder):
         images = _decode_folders(folder)
-        images.source = f"{name.upper().replace('CIFAR', 'CIFAR-')} (image folders in {folder})"
+        sample = next((folder / "test").rglob("*.*"), None)
+        kind = "JPEG copy" if sample is not None and sample.suffix.lower() in (".jpg", ".jpeg") else "image folders"
+        images.source = f"{_pretty(name)} ({kind} in {folder})"
         return images
     try:
         train = cls(str(folder), train=True, download=download)
@@ -54,7 +56,11 @@ def _cifar(name: str, root: Path, download: bool) -> ImageTensors:
     return ImageTensors(
         torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(train.targets),
         torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(test.targets),
-        list(train.classes), f"{name.upper().replace('CIFAR', 'CIFAR-')} (official, checksum-verified)")
+        list(train.classes), f"{_pretty(name)} (official, checksum-verified)")
+
+
+def _pretty(name: str) -> str:
+    return name.upper().replace("CIFAR", "CIFAR-")
 
 
 def _has_official(cls: type, folder: Path) -> bool:

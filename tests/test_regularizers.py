@@ -1,0 +1,86 @@
+"""The regularizers' value and gradient equal the paper's formula and its analytic subgradient."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import polar
+from polar.regularizers import sparse_gammas
+
+
+def _randomise_gammas(model, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in polar.sparse_bns(model):
+            bn.weight.copy_(torch.rand(bn.weight.shape, generator=gen) * 0.98 + 0.01)  # away from 0: sign defined
+    return sparse_gammas(model).detach().double()
+
+
+@pytest.mark.parametrize("lam", [1e-4, 5e-5, 0.3])
+@pytest.mark.parametrize("t", [0.0, 1.0, 1.2, 1.4, 2.0])
+def test_polarization_value_and_gradient(lam: float, t: float) -> None:
+    model = polar.create_model("resnet20")
+    g = _randomise_gammas(model, seed=int(t * 10) + int(lam * 1e6))
+    value = polar.Polarization(lam=lam, t=t)(model)
+    n = len(g)
+    mean = g.mean()
+    expected = lam * (t * g.abs().sum() - (g - mean).abs().sum())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the per-layer form of the spec: λ·Σ_l [t·‖γ_l‖₁ − ‖γ_l − γ̄‖₁] with one network-wide γ̄
+    per_layer = sum(t * bn.weight.double().abs().sum() - (bn.weight.double() - mean).abs().sum()
+                    for bn in polar.sparse_bns(model))
+    assert value.item() == pytest.approx(lam * per_layer.item(), rel=1e-5)
+
+    value.backward()
+    grad = torch.cat([bn.weight.grad.flatten() for bn in polar.sparse_bns(model)]).double()
+    s = torch.sign(g - mean)
+    # d/dγ_i: t·sign(γ_i) − sign(γ_i − γ̄) + (1/n)·Σ_j sign(γ_j − γ̄)   (γ̄ is not detached)
+    analytic = lam * (t * torch.sign(g) - s + s.sum() / n)
+    torch.testing.assert_close(grad, analytic, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("lam", [1e-4, 0.01])
+def test_l1_value_and_gradient(lam: float) -> None:
+    model = polar.create_model("vgg16")
+    g = _randomise_gammas(model, seed=3)
+    value = polar.L1(lam=lam)(model)
+    assert value.item() == pytest.approx(lam * g.abs().sum().item(), rel=1e-5)
+    value.backward()
+    grad = torch.cat([bn.weight.grad.flatten() for bn in polar.sparse_bns(model)]).double()
+    torch.testing.assert_close(grad, lam * torch.sign(g), rtol=1e-5, atol=1e-9)
+
+
+def test_only_sparse_bns_get_gradient() -> None:
+    model = polar.create_model("resnet20")
+    polar.Polarization(lam=1.0, t=1.2)(model).backward()
+    sparse = {id(bn.weight) for bn in polar.sparse_bns(model)}
+    for p in model.parameters():
+        assert (p.grad is not None) == (id(p) in sparse)
+
+
+def test_polarization_clamps_to_upper_bound() -> None:
+    model = polar.create_model("resnet20")
+    with torch.no_grad():
+        for bn in polar.sparse_bns(model):
+            bn.weight.uniform_(-2, 3)
+    polar.Polarization(lam=1e-4, t=1.2, upper=1.0).clamp_(model)
+    g = sparse_gammas(model)
+    assert g.min() >= 0 and g.max() <= 1.0
+    assert g.min() == 0 and g.max() == 1.0  # values out of range really were moved to the bounds
+
+
+def test_no_regularizer_is_zero_and_l1_does_not_clamp() -> None:
+    model = polar.create_model("resnet20")
+    assert polar.NoRegularizer()(model).item() == 0
+    with torch.no_grad():
+        polar.sparse_bns(model)[0].weight.fill_(-1.0)
+    polar.L1(lam=1e-4).clamp_(model)
+    assert polar.sparse_bns(model)[0].weight.min() == -1.0
+
+
+@pytest.mark.parametrize("make", [lambda: polar.Polarization(lam=-1e-4), lambda: polar.Polarization(1e-4, t=-1),
+                                  lambda: polar.Polarization(1e-4, t=50), lambda: polar.Polarization(1e-4, upper=0),
+                                  lambda: polar.L1(lam=-1.0), lambda: polar.make_regularizer("l2")])
+def test_bad_settings_raise_value_error(make) -> None:
+    with pytest.raises(ValueError):
+        make()

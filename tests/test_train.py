@@ -1,0 +1,121 @@
+"""The training loop: polarization separates γ where L1 shrinks them; runs resume exactly; checkpoints survive
+interruption; schedules and optimizer groups are what the paper specifies."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import polar
+from polar.gamma_stats import count_modes, gamma_histogram, middle_share
+from polar.train import EpochEvent, StepEvent, build_optimizer, lr_at
+
+BRIEF = dict(model="resnet20", dataset="synthetic", epochs=2, batch_size=64, lr=0.1, lr_schedule="cosine",
+             weight_decay=5e-4, bn_wd=False, seed=0)
+
+
+def _final_epoch(cfg: polar.TrainConfig, data, **kwargs) -> EpochEvent:
+    events = [e for e in polar.train(cfg, data=data, **kwargs) if isinstance(e, EpochEvent)]
+    assert events and events[-1].epoch == cfg.epochs
+    assert [e.epoch for e in events] == list(range(events[0].epoch, cfg.epochs + 1))
+    return events[-1]
+
+
+def test_polarization_splits_gamma_and_l1_does_not(synthetic) -> None:
+    # 2 epochs x 31 steps: brief, so λ is ~100x the paper's 200-epoch value (see the README's note on λ scale)
+    polar_run = _final_epoch(polar.TrainConfig(reg="polar", lam=0.01, t=1.2, **BRIEF), synthetic)
+    l1_run = _final_epoch(polar.TrainConfig(reg="l1", lam=0.01, **BRIEF), synthetic)
+    polar_mid, l1_mid = middle_share(polar_run.gammas), middle_share(l1_run.gammas)
+    assert polar_mid < 0.25 and l1_mid > 0.6, (polar_mid, l1_mid)
+    assert count_modes(gamma_histogram(polar_run.gammas, bins=10)[0]) == 2
+    assert count_modes(gamma_histogram(l1_run.gammas, bins=10)[0]) == 1
+    g = torch.cat(list(polar_run.gammas.values()))
+    assert (g < 0.05).float().mean() > 0.2 and (g > 0.3).float().mean() > 0.2  # a spike at 0 and a mode away
+    assert g.min() >= 0 and g.max() <= 1  # clamped to [0, upper]
+    assert polar_run.test_acc > 0.5 and l1_run.test_acc > 0.5  # both still learn the task
+
+
+def test_same_seed_same_initial_weights_and_step_events(synthetic) -> None:
+    cfg = polar.TrainConfig(reg="none", **{**BRIEF, "epochs": 1})
+    steps = [e for e in polar.train(cfg, data=synthetic) if isinstance(e, StepEvent)]
+    assert [s.step for s in steps] == list(range(1, len(steps) + 1))
+    assert all(s.reg.item() == 0 for s in steps) and all(torch.isfinite(s.loss) for s in steps)
+    torch.manual_seed(123)  # the loop seeds model init itself
+    a = polar.create_model("resnet20")
+    torch.manual_seed(0)
+    b = polar.create_model("resnet20")
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, synthetic) -> None:
+    cfg = polar.TrainConfig(reg="polar", lam=0.01, t=1.2, **BRIEF)
+    straight = _final_epoch(cfg, synthetic, run_dir=tmp_path / "straight")
+    one = polar.TrainConfig(**{**cfg.to_dict(), "epochs": 2})
+    gen = polar.train(one, data=synthetic, run_dir=tmp_path / "split")
+    for event in gen:  # stop mid-way through epoch 2, as Ctrl-C would
+        if isinstance(event, StepEvent) and event.epoch == 2 and event.step % event.steps_per_epoch == 5:
+            gen.close()
+            break
+    ckpt = polar.RunDir(tmp_path / "split").load_checkpoint()
+    assert ckpt["epoch"] == 1  # the last complete epoch survived the interruption
+    resumed = _final_epoch(one, synthetic, run_dir=tmp_path / "split", resume=True)
+    for name, g in straight.gammas.items():
+        torch.testing.assert_close(resumed.gammas[name], g, rtol=0, atol=0)
+    assert resumed.test_acc == straight.test_acc
+    rows = polar.RunDir(tmp_path / "split").read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert polar.RunDir(tmp_path / "split").gamma_epochs() == [1, 2]
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path, synthetic) -> None:
+    cfg = polar.TrainConfig(reg="none", **{**BRIEF, "epochs": 1})
+    _final_epoch(cfg, synthetic, run_dir=tmp_path)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(polar.CheckpointError, match="--resume"):
+        _final_epoch(cfg, synthetic, run_dir=tmp_path)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(polar.CheckpointError, match="seed"):
+        _final_epoch(polar.TrainConfig(**{**cfg.to_dict(), "seed": 1, "epochs": 2}), synthetic, run_dir=tmp_path,
+                     resume=True)
+
+
+def test_saved_checkpoint_loads_as_a_model(tmp_path: Path, synthetic) -> None:
+    cfg = polar.TrainConfig(reg="polar", lam=0.01, **{**BRIEF, "epochs": 1})
+    last = _final_epoch(cfg, synthetic, run_dir=tmp_path)
+    model = polar.load(tmp_path / "checkpoint.pt")
+    assert polar.evaluate(model, synthetic)[1] == pytest.approx(last.test_acc)
+
+
+def test_step_schedule_and_warmup() -> None:
+    cfg = polar.TrainConfig(lr=0.1, lr_schedule="step", epochs=4)
+    lrs = [lr_at(s, 400, cfg, 100) for s in range(400)]
+    assert lrs[0] == 0.1 and lrs[199] == 0.1 and lrs[200] == pytest.approx(0.01) and lrs[300] == pytest.approx(0.001)
+    cos = polar.TrainConfig(lr=0.2, lr_schedule="cosine", warmup_epochs=1, epochs=4)
+    assert lr_at(0, 400, cos, 100) == pytest.approx(0.002) and lr_at(99, 400, cos, 100) == pytest.approx(0.2)
+    assert lr_at(399, 400, cos, 100) < 1e-4
+
+
+@pytest.mark.parametrize("bn_wd", [True, False])
+def test_bn_weight_decay_switch(bn_wd: bool) -> None:
+    model = polar.create_model("resnet20")
+    opt = build_optimizer(model, polar.TrainConfig(bn_wd=bn_wd, weight_decay=1e-4))
+    bn_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    for group in opt.param_groups:
+        has_bn = any(id(p) in bn_ids for p in group["params"])
+        if has_bn and not bn_wd:
+            assert group["weight_decay"] == 0 and all(id(p) in bn_ids for p in group["params"])
+        else:
+            assert group["weight_decay"] == 1e-4
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_config_rejects_unknown_keys_and_bad_types() -> None:
+    with pytest.raises(polar.ConfigError, match="unknown setting"):
+        polar.TrainConfig.from_dict({"lamda": 1e-4})
+    with pytest.raises(polar.ConfigError, match="lam must be"):
+        polar.TrainConfig(lam="big")  # type: ignore[arg-type]
+    with pytest.raises(polar.ConfigError, match="subset"):
+        polar.TrainConfig(subset=-3)
+    cfg = polar.TrainConfig.from_preset("cifar", model="vgg16")
+    assert (cfg.epochs, cfg.batch_size, cfg.lam, cfg.t) == (200, 64, 1e-4, 1.2)
