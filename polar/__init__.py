@@ -9,10 +9,13 @@
 from .config import PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig
 from .data import DeviceDataset, ImageTensors
 from .datasets import DatasetError, load_dataset, load_images
+from .flops import Cost, cost, count_macs, flops_reduction
 from .models import create_model, list_models, sparse_bns
+from .prune import mask, prune
 from .regularizers import L1, NoRegularizer, Polarization, make_regularizer, sparse_gammas
 from .runs import CheckpointError, RunDir
 from .saving import load, save
+from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, resolve_device, train
 
 __all__ = [
@@ -21,4 +24,6 @@ __all__ = [
     "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent", "EpochEvent", "evaluate", "gamma_snapshot",
     "resolve_device", "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir",
     "save", "load", "ConfigError", "DatasetError", "CheckpointError",
+    "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune", "count_macs", "cost", "Cost",
+    "flops_reduction",
 ]

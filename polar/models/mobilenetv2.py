@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import init_weights
+from ._common import FoldedBias, init_weights
 from ._registry import register_model
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobilenet_v2", "mobilenet_v2_imagenet"]
@@ -32,6 +32,7 @@ class InvertedResidual(nn.Module):
         self.conv2 = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
         self.bn2 = nn.BatchNorm2d(hidden)
         self.conv3 = nn.Conv2d(hidden, oup, 1, bias=False)
+        self.fold3 = FoldedBias()  # the constant output of pruned hidden channels, after the projection
         self.bn3 = nn.BatchNorm2d(oup)
         self.relu = nn.ReLU6(inplace=True)
         self.use_res = stride == 1 and inp == oup
@@ -41,7 +42,7 @@ class InvertedResidual(nn.Module):
         if self.conv1 is not None and self.bn1 is not None:
             out = self.relu(self.bn1(self.conv1(out)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.bn3(self.fold3(self.conv3(out)))
         return x + out if self.use_res else out
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import init_weights
+from ._common import FoldedBias, init_weights
 from ._registry import register_model
 
 __all__ = [
@@ -58,31 +58,46 @@ def _add_residual(identity: Tensor, out: Tensor, keep: Tensor | None) -> Tensor:
 
 
 class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN plus shortcut; bn1 and bn2 are sparse (prunable)."""
+    """conv3x3-BN-ReLU-conv3x3-BN plus shortcut; bn1 and bn2 are sparse (prunable).
+
+    A block pruned to zero channels (``mid`` 0 or ``keep`` empty) has no branch: it is its shortcut plus the
+    constant its channels left behind (``fold_out``) — layer pruning.
+    """
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, widths: BlockWidths | None = None) -> None:
         super().__init__()
         (mid,), keep = (widths or {}).get("mid", [planes]), (widths or {}).get("keep")
-        self.conv1 = conv3x3(inplanes, mid, stride)
-        self.bn1 = nn.BatchNorm2d(mid)
-        self.conv2 = conv3x3(mid, planes if keep is None else len(keep))
-        self.bn2 = nn.BatchNorm2d(self.conv2.out_channels)
+        self.out_planes = planes  # the residual stream's width at this block's output
+        out = planes if keep is None else len(keep)
+        has_branch = mid > 0 and out > 0
+        self.conv1 = conv3x3(inplanes, mid, stride) if has_branch else None
+        self.bn1 = nn.BatchNorm2d(mid) if has_branch else None
+        self.conv2 = conv3x3(mid, out) if has_branch else None
+        self.fold2 = FoldedBias()
+        self.bn2 = nn.BatchNorm2d(out) if has_branch else None
+        self.fold_out = FoldedBias()
         self.relu = nn.ReLU(inplace=True)
         self.downsample = ShortcutA(inplanes, planes, stride) if stride != 1 or inplanes != planes else None
-        self.register_buffer("keep", None if keep is None else torch.tensor(keep, dtype=torch.long))
+        self.register_buffer("keep", None if keep is None or not has_branch else torch.tensor(keep, dtype=torch.long))
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(_add_residual(identity, out, self.keep))
+        if self.conv1 is None or self.bn1 is None or self.conv2 is None or self.bn2 is None:
+            out = identity
+        else:
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.fold2(self.conv2(out)))
+            out = _add_residual(identity, out, self.keep)
+        return self.relu(self.fold_out(out))
 
     def sparse_bns(self) -> list[nn.BatchNorm2d]:
-        return [self.bn1, self.bn2]
+        return [] if self.bn1 is None or self.bn2 is None else [self.bn1, self.bn2]
 
     def widths(self) -> BlockWidths:
+        if self.conv1 is None:
+            return {"mid": [0], "keep": []}
         return _widths([self.conv1.out_channels], self.keep)
 
 
@@ -95,34 +110,45 @@ class Bottleneck(nn.Module):
                  downsample: nn.Module | None = None) -> None:
         super().__init__()
         (mid1, mid2), keep = (widths or {}).get("mid", [planes, planes]), (widths or {}).get("keep")
-        self.conv1 = conv1x1(inplanes, mid1)
-        self.bn1 = nn.BatchNorm2d(mid1)
-        self.conv2 = conv3x3(mid1, mid2, stride)
-        self.bn2 = nn.BatchNorm2d(mid2)
-        self.conv3 = conv1x1(mid2, planes * self.expansion if keep is None else len(keep))
-        self.bn3 = nn.BatchNorm2d(self.conv3.out_channels)
+        self.out_planes = planes * self.expansion  # the residual stream's width at this block's output
+        out = self.out_planes if keep is None else len(keep)
+        has_branch = min(mid1, mid2, out) > 0
+        self.conv1 = conv1x1(inplanes, mid1) if has_branch else None
+        self.bn1 = nn.BatchNorm2d(mid1) if has_branch else None
+        self.conv2 = conv3x3(mid1, mid2, stride) if has_branch else None
+        self.fold2 = FoldedBias()
+        self.bn2 = nn.BatchNorm2d(mid2) if has_branch else None
+        self.conv3 = conv1x1(mid2, out) if has_branch else None
+        self.fold3 = FoldedBias()
+        self.bn3 = nn.BatchNorm2d(out) if has_branch else None
+        self.fold_out = FoldedBias()
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.register_buffer("keep", None if keep is None else torch.tensor(keep, dtype=torch.long))
+        self.register_buffer("keep", None if keep is None or not has_branch else torch.tensor(keep, dtype=torch.long))
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(_add_residual(identity, out, self.keep))
+        if (self.conv1 is None or self.bn1 is None or self.conv2 is None or self.bn2 is None or self.conv3 is None
+                or self.bn3 is None):
+            out = identity
+        else:
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.fold2(self.conv2(out))))
+            out = self.bn3(self.fold3(self.conv3(out)))
+            out = _add_residual(identity, out, self.keep)
+        return self.relu(self.fold_out(out))
 
     def sparse_bns(self) -> list[nn.BatchNorm2d]:
-        return [self.bn1, self.bn2, self.bn3]
+        return [] if self.bn1 is None or self.bn2 is None or self.bn3 is None else [self.bn1, self.bn2, self.bn3]
 
     def widths(self) -> BlockWidths:
+        if self.conv1 is None or self.conv2 is None:
+            return {"mid": [0, 0], "keep": []}
         return _widths([self.conv1.out_channels, self.conv2.out_channels], self.keep)
 
 
 class _ResNetBase(nn.Module):
     """What both ResNets share: the list of blocks, their sparse BNs and their widths."""
-
-    name: str
 
     def blocks(self) -> list[nn.Module]:
         return [m for m in self.modules() if isinstance(m, (BasicBlock, Bottleneck))]

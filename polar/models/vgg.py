@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import init_weights
+from ._common import FoldedBias, init_weights
 from ._registry import register_model
 
 __all__ = ["VGG", "vgg16"]
@@ -19,7 +19,8 @@ VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 51
 
 
 class VGG(nn.Module):
-    """Plain VGG: ``cfg`` lists conv widths, ``"M"`` a 2x2 max-pool."""
+    """Plain VGG: ``cfg`` lists conv widths, ``"M"`` a 2x2 max-pool. Each conv is followed by a FoldedBias (where
+    pruning puts the constant of the previous layer's removed channels), its BN and a ReLU."""
 
     input_size = 32
 
@@ -32,7 +33,7 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 continue
-            layers += [nn.Conv2d(in_channels, int(v), kernel_size=3, padding=1, bias=False),
+            layers += [nn.Conv2d(in_channels, int(v), kernel_size=3, padding=1, bias=False), FoldedBias(),
                        nn.BatchNorm2d(int(v)), nn.ReLU(inplace=True)]
             in_channels = int(v)
         self.features = nn.Sequential(*layers)

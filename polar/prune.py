@@ -1,0 +1,311 @@
+"""Physical channel pruning: a sparsely trained network becomes a smaller dense network of the same class.
+
+``mask(m, thr)`` zeroes the γ of prunable channels with γ ≤ thr; ``prune(m, thr)`` removes those channels and
+gives the same outputs as ``mask(m, thr)`` in eval mode. A channel with γ = 0 is not silent: it outputs a constant
+(its β through the activation and any channel-local layers after it). Polar folds that constant into the next
+cross-channel layer (conv or linear) or, for a ResNet block's output, into the residual stream — exactly, zero-padded
+borders included — where the paper's code drops it (``zero_beta=True`` reproduces that: γ and β zeroed).
+
+The per-layer functions (``prune_conv_out``, ``prune_conv_in``, ``prune_bn``, ...) slice one layer on one side;
+``prune`` combines them using each model family's known structure.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models import unwrap
+from .models._common import FoldedBias
+from .models.mobilenetv2 import MobileNetV2
+from .models.resnet import BasicBlock, Bottleneck
+from .models.vgg import VGG
+
+__all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",
+           "prune_bn", "prune_linear_in", "prune_folded_bias"]
+
+
+# ---------------------------------------------------------------- per-layer functions
+
+def _select(param: Tensor, dim: int, keep: Tensor) -> nn.Parameter:
+    return nn.Parameter(param.detach().index_select(dim, keep.to(param.device)).clone(),
+                        requires_grad=param.requires_grad)
+
+
+def prune_conv_out(conv: nn.Conv2d, keep: Tensor) -> None:
+    """Keep only the output channels ``keep`` of a (non-grouped) conv."""
+    conv.weight = _select(conv.weight, 0, keep)
+    if conv.bias is not None:
+        conv.bias = _select(conv.bias, 0, keep)
+    conv.out_channels = len(keep)
+
+
+def prune_conv_in(conv: nn.Conv2d, keep: Tensor) -> None:
+    """Keep only the input channels ``keep`` of a (non-grouped) conv."""
+    assert conv.groups == 1, "grouped convs are pruned with prune_depthwise"
+    conv.weight = _select(conv.weight, 1, keep)
+    conv.in_channels = len(keep)
+
+
+def prune_depthwise(conv: nn.Conv2d, keep: Tensor) -> None:
+    """Keep channels ``keep`` of a depthwise conv: input, output and groups stay tied."""
+    assert conv.groups == conv.in_channels == conv.out_channels, "not a depthwise conv"
+    prune_conv_out(conv, keep)
+    conv.in_channels = conv.groups = len(keep)
+
+
+def prune_bn(bn: nn.BatchNorm2d, keep: Tensor) -> None:
+    """Keep channels ``keep`` of a BatchNorm: γ, β and the running statistics."""
+    bn.weight = _select(bn.weight, 0, keep)
+    bn.bias = _select(bn.bias, 0, keep)
+    assert bn.running_mean is not None and bn.running_var is not None
+    bn.running_mean = bn.running_mean.index_select(0, keep.to(bn.running_mean.device)).clone()
+    bn.running_var = bn.running_var.index_select(0, keep.to(bn.running_var.device)).clone()
+    bn.num_features = len(keep)
+
+
+def prune_linear_in(fc: nn.Linear, keep: Tensor) -> None:
+    """Keep only the input features ``keep`` of a linear layer."""
+    fc.weight = _select(fc.weight, 1, keep)
+    fc.in_features = len(keep)
+
+
+def prune_folded_bias(fold: FoldedBias, keep: Tensor) -> None:
+    """Keep the channels ``keep`` of a folded bias (when the conv it follows loses output channels)."""
+    if fold.bias is not None:
+        fold.bias = fold.bias.index_select(0, keep.to(fold.bias.device)).clone()
+
+
+def _add_fold(fold: FoldedBias, value: Tensor) -> None:
+    """Add a (C, H, W) map to a folded bias; store it as (C, 1, 1) when it is spatially constant (then the pruned
+    model also runs at other input sizes)."""
+    total = value if fold.bias is None else fold.bias + value
+    if torch.equal(total, total[:, :1, :1].expand_as(total)):
+        total = total[:, :1, :1]
+    fold.bias = total.detach().clone()
+
+
+# ---------------------------------------------------------------- which channels go
+
+@dataclass
+class ChannelSet:
+    """Channels gated together: removing channel i removes it from every BN in ``bns`` and from their convs.
+
+    ``allow_empty``: whether every channel may go (a ResNet block then becomes its shortcut).
+    """
+
+    bns: list[nn.BatchNorm2d]
+    allow_empty: bool
+
+
+def channel_sets(model: nn.Module) -> list[ChannelSet]:
+    """The prunable channel sets of a registered model, in forward order."""
+    inner = unwrap(model)
+    if isinstance(inner, MobileNetV2):
+        return [ChannelSet(group, allow_empty=False) for group in inner.channel_sets()]
+    if isinstance(inner, VGG):
+        return [ChannelSet([bn], allow_empty=False) for bn in inner.sparse_bns()]
+    if hasattr(inner, "blocks"):  # ResNets: each block BN on its own; a block may lose all of them
+        return [ChannelSet([bn], allow_empty=True) for bn in inner.sparse_bns()]
+    raise ValueError(f"pruning does not know {type(inner).__name__}; use a model from polar.create_model")
+
+
+def _removed(cs: ChannelSet, threshold: float) -> Tensor:
+    """Channels of the set to remove: any of its γ ≤ threshold; sets that must keep one keep the strongest."""
+    gammas = torch.stack([bn.weight.detach() for bn in cs.bns])  # (len(bns), C)
+    removed = (gammas <= threshold).any(0)
+    if removed.all() and not cs.allow_empty:
+        removed[gammas.min(0).values.argmax()] = False
+    return removed
+
+
+def _plan(model: nn.Module, threshold: float) -> list[Tensor]:
+    """For each channel set, in order, the channels to remove."""
+    return [_removed(cs, threshold) for cs in channel_sets(model)]
+
+
+def _masked_copy(model: nn.Module, threshold: float, plan: list[Tensor], zero_beta: bool) -> nn.Module:
+    masked = copy.deepcopy(unwrap(model))
+    with torch.no_grad():
+        for cs, removed in zip(channel_sets(masked), plan):
+            for bn in cs.bns:
+                if zero_beta:
+                    bn.weight[removed] = 0
+                    bn.bias[removed] = 0
+                else:
+                    bn.weight[removed & (bn.weight <= threshold)] = 0
+    return masked
+
+
+def mask(model: nn.Module, threshold: float, zero_beta: bool = False) -> nn.Module:
+    """A copy whose prunable channels with γ ≤ threshold have γ set to 0 (β kept, so they output a constant).
+
+    With ``zero_beta`` (the paper's code): γ and β of every removed channel are zeroed in all BNs of its set.
+    Layers other than ResNet blocks keep their strongest channel even when all γ ≤ threshold.
+    """
+    return _masked_copy(model, threshold, _plan(model, threshold), zero_beta)
+
+
+# ---------------------------------------------------------------- the model-level prune
+
+class _Recorder:
+    """Runs the masked model once and keeps the inputs of the layers that consume prunable channels (and the
+    outputs of block-final BNs): what removed channels feed them is input-independent, so one pass suffices."""
+
+    def __init__(self, model: nn.Module, inputs: list[nn.Module], outputs: list[nn.Module], input_size) -> None:
+        self.seen: dict[int, Tensor] = {}
+        hooks = [m.register_forward_pre_hook(self._keep_input) for m in inputs]
+        hooks += [m.register_forward_hook(self._keep_output) for m in outputs]
+        was_training = model.training
+        model.eval()
+        param = next(model.parameters())
+        with torch.no_grad():
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            model(torch.randn(input_size, generator=gen).to(param.device, param.dtype))
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+
+    def _keep_input(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        self.seen[id(module)] = args[0].detach()
+
+    def _keep_output(self, module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+        self.seen[id(module)] = out.detach()
+
+    def constant(self, module: nn.Module, channels: Tensor) -> Tensor:
+        """The recorded activation of ``channels`` (removed ones), checked to be the same for every sample."""
+        x = self.seen[id(module)][:, channels]
+        assert torch.equal(x, x[:1].expand_as(x)), "removed channels must be input-independent"
+        return x[:1]  # (1, R, H, W) or (1, R)
+
+
+def _conv_contribution(conv: nn.Conv2d, channels: Tensor, x: Tensor) -> Tensor:
+    """What input ``channels`` (holding the constant ``x``) add to ``conv``'s output: a (C_out, H, W) map."""
+    weight = conv.weight.index_select(1, channels)
+    return F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation)[0]
+
+
+def _sizes(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, ...]:
+    if input_size is not None:
+        return tuple(input_size)
+    side = unwrap(model).input_size
+    return (2, 3, side, side)
+
+
+def prune(model: nn.Module, threshold: float, zero_beta: bool = False,
+          input_size: tuple[int, ...] | None = None) -> nn.Module:
+    """A copy with the channels ``mask`` would silence physically removed: smaller dense layers, their constant
+    output folded into the next layer. In eval mode ``prune(m, thr)(x) == mask(m, thr)(x)``.
+
+    Args:
+        model: a model from ``polar.create_model`` (possibly pruned already); it is not modified.
+        threshold: channels with γ ≤ threshold go.
+        zero_beta: the paper's code's behaviour, for comparison: γ and β zeroed, nothing left to fold.
+        input_size: the input shape the folded border maps are computed for (default: the model's own, e.g.
+            32x32 for CIFAR); maps that turn out spatially constant work at any size.
+    """
+    plan = _plan(model, threshold)
+    small = _masked_copy(model, threshold, plan, zero_beta)
+    removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(small), plan)}
+    if isinstance(small, VGG):
+        _prune_vgg(small, removed, _sizes(small, input_size))
+    elif isinstance(small, MobileNetV2):
+        _prune_mobilenet(small, removed, _sizes(small, input_size))
+    else:
+        _prune_resnet(small, removed, _sizes(small, input_size))
+    return small
+
+
+def _split(removed: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.nonzero(~removed).flatten(), torch.nonzero(removed).flatten()
+
+
+def _prune_vgg(model: VGG, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
+    layers = list(model.features)
+    convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
+    consumers: list[nn.Module] = [layers[i] for i in convs[1:]] + [model.classifier]
+    rec = _Recorder(model, consumers, [], input_size)
+    cfg = list(model.cfg)
+    widths = iter(i for i, v in enumerate(cfg) if v != "M")
+    for n, i in enumerate(convs):
+        conv, fold, bn = layers[i], layers[i + 1], layers[i + 2]
+        keep, gone = _split(removed[id(bn)])
+        consumer = consumers[n]
+        if len(gone):
+            x = rec.constant(consumer, gone)
+            if isinstance(consumer, nn.Linear):  # after global pooling: a plain per-feature constant
+                consumer.bias.data += x[0] @ consumer.weight[:, gone].T
+            else:
+                _add_fold(layers[convs[n + 1] + 1], _conv_contribution(consumer, gone, x))
+        prune_conv_out(conv, keep)
+        prune_folded_bias(fold, keep)
+        prune_bn(bn, keep)
+        if isinstance(consumer, nn.Linear):
+            prune_linear_in(consumer, keep)
+        else:
+            prune_conv_in(consumer, keep)
+        cfg[next(widths)] = len(keep)
+    model.cfg = cfg
+
+
+def _prune_mobilenet(model: MobileNetV2, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
+    blocks = list(model.blocks)
+    rec = _Recorder(model, [b.conv3 for b in blocks], [], input_size)
+    for block, (first, _) in zip(blocks, model.channel_sets()):
+        keep, gone = _split(removed[id(first)])
+        if len(gone):
+            _add_fold(block.fold3, _conv_contribution(block.conv3, gone, rec.constant(block.conv3, gone)))
+        expand = block.conv1 if block.conv1 is not None else model.conv1
+        prune_conv_out(expand, keep)
+        prune_bn(first, keep)
+        prune_depthwise(block.conv2, keep)
+        prune_bn(block.bn2, keep)
+        prune_conv_in(block.conv3, keep)
+
+
+def _prune_resnet(model: nn.Module, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
+    blocks = [b for b in model.blocks() if b.sparse_bns()]
+    convs = {id(b): [b.conv1, b.conv2] + ([b.conv3] if isinstance(b, Bottleneck) else []) for b in blocks}
+    rec = _Recorder(model, [c for b in blocks for c in convs[id(b)][1:]], [b.sparse_bns()[-1] for b in blocks],
+                    input_size)
+    for block in blocks:
+        bns, block_convs = block.sparse_bns(), convs[id(block)]
+        folds = [block.fold2] + ([block.fold3] if isinstance(block, Bottleneck) else [])  # after conv2 (, conv3)
+        device = bns[-1].weight.device
+        stream = (block.keep if block.keep is not None else torch.arange(bns[-1].num_features)).to(device)
+        residual = torch.zeros(block.out_planes, 1, 1, device=device)
+        if any(removed[id(bn)].all() for bn in bns):  # the branch is input-independent: keep the shortcut only
+            branch = rec.constant(bns[-1], torch.arange(bns[-1].num_features, device=device))[0]  # (C, H, W)
+            _add_fold(block.fold_out, residual.expand(-1, *branch.shape[1:]).index_add(0, stream, branch))
+            _drop_branch(block)
+            continue
+        for k, bn in enumerate(bns):
+            keep, gone = _split(removed[id(bn)])
+            if len(gone) and k + 1 < len(bns):  # inner channels: fold into the next conv's output
+                nxt = block_convs[k + 1]
+                _add_fold(folds[k], _conv_contribution(nxt, gone, rec.constant(nxt, gone)))
+            elif len(gone):  # block outputs: β of removed channels joins the residual stream
+                constant = rec.constant(bn, gone)[0]  # (R, H, W), spatially constant
+                _add_fold(block.fold_out, residual.expand(-1, *constant.shape[1:]).index_add(0, stream[gone], constant))
+            prune_conv_out(block_convs[k], keep)
+            if k > 0:
+                prune_folded_bias(folds[k - 1], keep)
+            prune_bn(bn, keep)
+            if k + 1 < len(bns):
+                prune_conv_in(block_convs[k + 1], keep)
+            else:  # all residual channels still written: a plain add again (index_add is slower)
+                block.keep = None if len(keep) == block.out_planes else stream[keep].clone()
+
+
+def _drop_branch(block: nn.Module) -> None:
+    """Turn a residual block into its shortcut (its constant is already in ``fold_out``)."""
+    for name in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"):
+        if hasattr(block, name):
+            setattr(block, name, None)
+    for fold in (getattr(block, "fold2", None), getattr(block, "fold3", None)):
+        if fold is not None:
+            fold.bias = None
+    block.keep = None

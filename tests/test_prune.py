@@ -1,0 +1,153 @@
+"""Physical pruning is exact: the pruned network gives the masked network's outputs, for every model."""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import polar
+
+from .conftest import polarize_randomly
+
+
+def _outputs_match(a: torch.Tensor, b: torch.Tensor) -> None:
+    scale = a.abs().max().item()
+    assert (a - b).abs().max().item() <= 1e-4 * max(scale, 1.0), (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("zero_beta", [False, True], ids=["folded", "zero_beta"])
+@pytest.mark.parametrize("name", polar.list_models())
+def test_pruned_equals_masked_for_every_model(name: str, zero_beta: bool) -> None:
+    model = polarize_randomly(polar.create_model(name), seed=len(name))
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+    small = polar.prune(model, 0.06, zero_beta=zero_beta).eval()
+    masked = polar.mask(model, 0.06, zero_beta=zero_beta).eval()
+    with torch.no_grad():
+        _outputs_match(masked(x), small(x))
+    assert polar.count_macs(small)[0] < 0.8 * polar.count_macs(model)[0]
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    after = model.state_dict()  # the original is never modified
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_masked_zeroes_exactly_the_small_gammas() -> None:
+    model = polarize_randomly(polar.create_model("vgg16"))
+    masked = polar.mask(model, 0.06)
+    for bn, mbn in zip(polar.sparse_bns(model), polar.sparse_bns(masked)):
+        low = bn.weight <= 0.06
+        assert torch.all(mbn.weight[low] == 0) and torch.equal(mbn.weight[~low], bn.weight[~low])
+        assert torch.equal(mbn.bias, bn.bias)  # β kept
+    zb = polar.mask(model, 0.06, zero_beta=True)
+    for bn, zbn in zip(polar.sparse_bns(model), polar.sparse_bns(zb)):
+        assert torch.all(zbn.bias[bn.weight <= 0.06] == 0)
+
+
+def test_trained_model_valley_pruning_is_exact_and_keeps_accuracy(trained_polar, synthetic) -> None:
+    thr = polar.find_threshold(trained_polar, method="valley")
+    gammas = torch.cat([bn.weight.detach() for bn in polar.sparse_bns(trained_polar)])
+    pruned_share = float((gammas <= thr).float().mean())
+    assert 0.2 < pruned_share < 0.8, (thr, pruned_share)
+    small = polar.prune(trained_polar, thr).eval()
+    x = synthetic.test_x[:64]
+    with torch.no_grad():
+        _outputs_match(polar.mask(trained_polar, thr).eval()(x), small(x))
+    acc_full = polar.evaluate(trained_polar, synthetic)[1]
+    acc_small = polar.evaluate(small, synthetic)[1]
+    assert acc_small >= acc_full - 0.01  # folding the constants: pruning the valley costs (almost) nothing
+    zb = polar.prune(trained_polar, thr, zero_beta=True)
+    with torch.no_grad():
+        _outputs_match(polar.mask(trained_polar, thr, zero_beta=True).eval()(x), zb.eval()(x))
+
+
+def test_fully_pruned_block_becomes_its_shortcut() -> None:
+    model = polarize_randomly(polar.create_model("resnet20"), share_pruned=0.0)
+    with torch.no_grad():
+        model.layer1[1].bn1.weight.zero_()  # every inner channel of one block
+        model.layer2[0].bn2.weight.zero_()  # every output channel of a downsampling block
+    small = polar.prune(model, 0.01).eval()
+    widths = small.spec()["block_widths"]
+    assert widths[1] == {"mid": [0], "keep": []} and widths[3] == {"mid": [0], "keep": []}
+    assert small.layer1[1].conv1 is None and small.layer1[1].fold_out.bias is not None
+    assert len(polar.sparse_bns(small)) == len(polar.sparse_bns(model)) - 4
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        _outputs_match(polar.mask(model, 0.01).eval()(x), small(x))
+
+
+def test_non_residual_layers_keep_one_channel() -> None:
+    model = polarize_randomly(polar.create_model("vgg16"))
+    with torch.no_grad():
+        for bn in polar.sparse_bns(model):
+            bn.weight.mul_(0.01)  # everything below the threshold
+    small = polar.prune(model, 0.5)
+    assert all(v == 1 for v in small.cfg if v != "M")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _outputs_match(polar.mask(model, 0.5).eval()(x), small.eval()(x))
+
+
+def test_pruning_twice_saving_loading_and_scripting(tmp_path: Path) -> None:
+    model = polarize_randomly(polar.create_model("resnet20"))
+    once = polar.prune(model, 0.06)
+    polarize_randomly(once, seed=9)
+    twice = polar.prune(once, 0.06).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _outputs_match(polar.mask(once, 0.06).eval()(x), twice(x))
+        polar.save(twice, tmp_path / "pruned.pt")
+        again = polar.load(tmp_path / "pruned.pt")
+        assert torch.equal(again(x), twice(x))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, still supported
+            scripted = torch.jit.script(twice)
+        assert torch.equal(scripted(x), twice(x))
+    assert type(again) is type(model) and again.spec() == twice.spec()
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg16", "mobilenet_v2"])
+def test_pruned_model_fine_tunes(name: str, synthetic) -> None:
+    small = polar.prune(polarize_randomly(polar.create_model(name)), 0.06).train()
+    opt = torch.optim.SGD(small.parameters(), lr=0.05, momentum=0.9)
+    batches = list(synthetic.train_batches(64, seed=0))[:12]
+    losses = []
+    for x, y in batches * 2:
+        loss = nn.functional.cross_entropy(small(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6
+
+
+def test_find_threshold_rules() -> None:
+    model = polarize_randomly(polar.create_model("resnet56"))
+    thr = polar.find_threshold(model, "valley")
+    assert 0.05 <= thr <= 0.3  # between the spike (< 0.05) and the mode in [0.3, 1]
+    gammas = torch.cat([bn.weight.detach() for bn in polar.sparse_bns(model)])
+    for share in (0.1, 0.37, 0.6):
+        p = polar.find_threshold(model, "percent", share)
+        assert (gammas <= p).float().mean().item() == pytest.approx(share, abs=1 / len(gammas))
+    assert polar.find_threshold(model, "fixed", 0.2) == 0.2
+    with torch.no_grad():
+        for bn in polar.sparse_bns(model):
+            bn.weight.uniform_(0.2, 0.3)  # one mode, like L1
+    with pytest.raises(ValueError, match="no valley"):
+        polar.find_threshold(model, "valley")
+    with pytest.raises(ValueError, match="percent"):
+        polar.find_threshold(model, "percent", 1.5)
+
+
+def test_threshold_for_a_target_flops_reduction() -> None:
+    model = polarize_randomly(polar.create_model("resnet20"), share_pruned=0.7)
+    base = polar.cost(model)
+    thr = polar.threshold_for_reduction(model, 0.4)
+    reached = polar.flops_reduction(base, polar.cost(polar.prune(model, thr)))
+    gammas = torch.cat([bn.weight.detach() for bn in polar.sparse_bns(model)]).sort().values
+    below = gammas[gammas < thr].max()  # one γ less pruned falls short of the target
+    short = polar.flops_reduction(base, polar.cost(polar.prune(model, float(below))))
+    assert reached >= 0.4 - 0.0025 and short < 0.4 - 0.0025
