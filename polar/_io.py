@@ -1,6 +1,8 @@
 """Atomic file writes: a crash or Ctrl-C mid-write never leaves a truncated checkpoint, cache or CSV behind."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -31,3 +33,12 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def atomic_write_text(text: str, path: str | Path) -> None:
     """Write text to a temporary file in the same folder, then rename over ``path``."""
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def atomic_write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Write dict rows (the first row's keys are the columns) as CSV, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(buf.getvalue(), path)

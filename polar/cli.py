@@ -1,4 +1,4 @@
-"""The ``polar`` command line: ``python -m polar train ...`` (and, with pruning, ``prune``/``finetune``/``search``).
+"""The ``polar`` command line: ``train``, ``prune``, ``finetune`` and ``search`` (the paper's Algorithm 1).
 
 Every TrainConfig field is a flag (``--lam``, ``--bn-wd/--no-bn-wd``, ...), on top of a schedule preset. Bad input
 ends with one line ``polar: error: ...`` and exit status 2, never a traceback.
@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tqdm import tqdm
 
-from .config import SCHEDULES, TrainConfig
+from ._io import atomic_write_text
+from .config import SCHEDULES, ConfigError, TrainConfig
 from .runs import RunDir
 from .train import EpochEvent, StepEvent, train
 
@@ -45,6 +48,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prune", help="prune a trained run's channels; report MACs, params and accuracy")
+    p.add_argument("--run", required=True, help="run directory written by polar train")
+    p.add_argument("--threshold", default="valley",
+                   help="valley (the paper's rule), percent:SHARE, fixed:VALUE or flops:REDUCTION (default valley)")
+    p.add_argument("--zero-beta", action="store_true", help="the paper's code: zero β too, fold nothing")
+    p.add_argument("--out", default="", help="output folder (default RUN/pruned)")
+    p.add_argument("--sweep", default="", help="also sweep FLOPs reductions, e.g. 0.1,0.3,0.5,0.7 -> sweep.csv")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("finetune", help="fine-tune a pruned model (no regularizer)")
+    p.add_argument("--run", required=True, help="the sparse-training run directory (data and model settings)")
+    p.add_argument("--pruned", default="", help="pruned model file (default RUN/pruned/model.pt)")
+    p.add_argument("--preset", default="cifar-finetune", choices=sorted(SCHEDULES))
+    p.add_argument("--out", default="", help="run directory for the fine-tuning (default RUN/finetune)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("search", help="Algorithm 1: search λ for a target FLOPs reduction with short runs")
+    p.add_argument("--target-flops-reduction", type=float, required=True, help="e.g. 0.5")
+    p.add_argument("--tolerance", type=float, default=0.03)
+    p.add_argument("--max-trials", type=int, default=8)
+    p.add_argument("--preset", default="demo", choices=sorted(SCHEDULES))
+    p.add_argument("--out", required=True, help="folder for the trials' run directories and trials.csv")
+    p.add_argument("--quiet", action="store_true", help="(trials print one line each in any case)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_search)
     return parser
 
 
@@ -53,23 +85,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    run = RunDir(args.out)
-    if args.resume:
-        cfg = TrainConfig.from_dict({**run.read_config(), **_overrides(args)})
-    else:
-        cfg = TrainConfig.from_preset(args.preset, **_overrides(args))
+def _run_training(cfg: TrainConfig, out: str, resume: bool, quiet: bool) -> None:
+    """Consume polar.train's events: a progress bar over steps and one line per epoch (rank 0 only)."""
     from .train import _rank_world  # rank is known only after train() joins the process group
 
     bar = None
-    for event in train(cfg, run_dir=args.out, resume=args.resume):
+    for event in train(cfg, run_dir=out, resume=resume):
         main_rank = _rank_world()[0] == 0
-        if isinstance(event, StepEvent) and main_rank and not args.quiet:
+        if isinstance(event, StepEvent) and main_rank and not quiet:
             if bar is None:
                 bar = tqdm(total=cfg.epochs * event.steps_per_epoch, initial=event.step - 1, unit="step",
                            dynamic_ncols=True)
             bar.update(1)
-            if event.step % 20 == 0:
+            if event.step % 20 == 0:  # float() syncs with the GPU: only at display points
                 bar.set_postfix(epoch=event.epoch, loss=f"{float(event.loss):.3f}", reg=f"{float(event.reg):.3f}")
         elif isinstance(event, EpochEvent) and main_rank:
             m = event.metrics()
@@ -79,6 +107,97 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"gamma in (0.1,0.4) {m['gamma_in_0.1_0.4']:.1%}, {m['seconds']:.1f}s ({m['images_per_s']:.0f} img/s)")
     if bar is not None:
         bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    run = RunDir(args.out)
+    if args.resume:
+        cfg = TrainConfig.from_dict({**run.read_config(), **_overrides(args)})
+    else:
+        cfg = TrainConfig.from_preset(args.preset, **_overrides(args))
+    _run_training(cfg, args.out, args.resume, args.quiet)
+
+
+def _parse_threshold(text: str) -> tuple[str, float | None]:
+    method, _, value = text.partition(":")
+    if method == "valley" and not value:
+        return method, None
+    if method in ("percent", "fixed", "flops") and value:
+        try:
+            return method, float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"--threshold must be valley, percent:SHARE, fixed:VALUE or flops:REDUCTION, got {text!r}")
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from .datasets import load_dataset
+    from .flops import cost, flops_reduction
+    from .prune import prune
+    from .saving import load, save
+    from .sweep import sweep
+    from .threshold import find_threshold, threshold_for_reduction
+    from .train import evaluate
+
+    run = RunDir(args.run)
+    cfg = TrainConfig.from_dict(run.read_config())
+    model = load(run.checkpoint_path)
+    method, value = _parse_threshold(args.threshold)
+    if method == "flops":
+        threshold = threshold_for_reduction(model, float(value))  # type: ignore[arg-type]
+    else:
+        threshold = find_threshold(model, method, value, upper=cfg.upper)
+    small = prune(model, threshold, zero_beta=args.zero_beta)
+    data = load_dataset(cfg.dataset, subset=cfg.subset or None, data_dir=cfg.data_dir, path=cfg.data_path or None)
+    before, after = cost(model), cost(small)
+    report = {"run": str(run.path), "threshold_rule": args.threshold, "threshold": threshold,
+              "zero_beta": args.zero_beta, "macs_before": before.macs, "macs_after": after.macs,
+              "flops_before": before.flops, "flops_after": after.flops, "params_before": before.params,
+              "params_after": after.params, "flops_reduction": flops_reduction(before, after),
+              "acc_before_pruning": evaluate(model, data)[1], "acc_after_pruning": evaluate(small, data)[1]}
+    out = Path(args.out) if args.out else run.path / "pruned"
+    save(small, out / "model.pt")
+    atomic_write_text(json.dumps(report, indent=2) + "\n", out / "report.json")
+    print(f"threshold {threshold:.4f} ({args.threshold}): MACs {before.macs / 1e6:.2f}M -> {after.macs / 1e6:.2f}M "
+          f"(FLOPs reduction {report['flops_reduction']:.1%}), params {before.params / 1e6:.3f}M -> "
+          f"{after.params / 1e6:.3f}M, test acc {report['acc_before_pruning']:.4f} -> {report['acc_after_pruning']:.4f} "
+          f"before fine-tuning; wrote {out}/model.pt and report.json")
+    if args.sweep:
+        reductions = [float(r) for r in args.sweep.split(",")]
+        table = sweep(model, data, reductions=reductions)
+        table.to_csv(out / "sweep.csv", index=False)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    run = RunDir(args.run)
+    pruned = Path(args.pruned) if args.pruned else run.path / "pruned" / "model.pt"
+    out = args.out or str(run.path / "finetune")
+    if args.resume:
+        cfg = TrainConfig.from_dict({**RunDir(out).read_config(), **_overrides(args)})
+    else:
+        base = {k: v for k, v in run.read_config().items() if k in ("model", "dataset", "data_dir", "data_path",
+                                                                     "subset", "seed", "device", "workers")}
+        cfg = TrainConfig.from_preset(args.preset, **{**base, "reg": "none", "lam": 0.0, "init": str(pruned),
+                                                      **_overrides(args)})
+    _run_training(cfg, out, args.resume, args.quiet)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from .search import search_lambda
+
+    cfg = TrainConfig.from_preset(args.preset, **{"reg": "polar", **_overrides(args)})
+    print(f"searching λ for a {args.target_flops_reduction:.0%} FLOPs reduction (t = {cfg.t}, tolerance "
+          f"{args.tolerance:.0%}, {cfg.epochs} epochs per trial)")
+    last = None
+    for trial in search_lambda(cfg, args.target_flops_reduction, args.out, args.tolerance, args.max_trials):
+        last = trial
+        print(f"trial {trial.trial}: λ {trial.lam:.4g} -> valley {trial.threshold:.3f}, FLOPs reduction "
+              f"{trial.flops_reduction:.1%}, test acc {trial.test_acc:.4f} -> {trial.pruned_acc:.4f} after pruning")
+    assert last is not None
+    hit = abs(last.flops_reduction - args.target_flops_reduction) <= args.tolerance
+    print(f"{'found' if hit else 'closest after the trial budget'}: λ = {last.lam:.4g} ({last.run_dir}); "
+          f"all trials in {args.out}/trials.csv")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

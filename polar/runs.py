@@ -5,7 +5,6 @@ is stopped at any moment keeps its last complete epoch and can be resumed.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._io import atomic_save, atomic_write_text
+from ._io import atomic_save, atomic_write_csv, atomic_write_text
 
 __all__ = ["RunDir", "CheckpointError"]
 
@@ -62,13 +61,8 @@ class RunDir:
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite metrics.csv with all rows so far (small: one row per epoch)."""
-        if not rows:
-            return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(buf.getvalue(), self.path / "metrics.csv")
+        if rows:
+            atomic_write_csv(rows, self.path / "metrics.csv")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.csv"

@@ -31,7 +31,7 @@ from .regularizers import Regularizer, make_regularizer
 from .runs import CheckpointError, RunDir, read_torch_file
 
 __all__ = ["StepEvent", "EpochEvent", "train", "evaluate", "resolve_device", "lr_at", "gamma_snapshot",
-           "build_optimizer"]
+           "build_optimizer", "initial_model", "load_training_data"]
 
 
 @dataclass
@@ -171,7 +171,7 @@ def _init_distributed(cfg: TrainConfig) -> torch.device:
     return device
 
 
-def _initial_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+def initial_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """Fresh weights from the seed (so polar/L1/none runs share them), or the weights in ``cfg.init``."""
     if cfg.init:
         model = model_from_record(read_torch_file(cfg.init))
@@ -182,7 +182,8 @@ def _initial_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return create_model(cfg.model, num_classes=num_classes)
 
 
-def _load_data(cfg: TrainConfig, device: torch.device) -> DeviceDataset:
+def load_training_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> DeviceDataset:
+    """The dataset ``cfg`` names, on ``device`` (small images resident there; ImageNet streamed)."""
     if cfg.dataset == "imagenet":
         from .imagenet import ImageNetData
 
@@ -206,8 +207,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     """
     device = _init_distributed(cfg)
     rank, world = _rank_world()
-    data = data if data is not None else _load_data(cfg, device)
-    model = model if model is not None else _initial_model(cfg, data.num_classes)
+    data = data if data is not None else load_training_data(cfg, device)
+    model = model if model is not None else initial_model(cfg, data.num_classes)
     reg = reg if reg is not None else make_regularizer(cfg.reg, cfg.lam, cfg.t, cfg.upper)
     channels_last = cfg.channels_last and device.type in ("cpu", "cuda")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import polar
+from polar.sweep import SWEEP_COLUMNS
 
 
 def _polar(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -55,3 +56,36 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "not a readable Polar checkpoint" in done.stderr
     assert "Traceback" not in done.stderr
     assert (out / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # nothing already saved is touched
+
+
+def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["--model", "resnet20", "--dataset", "synthetic", "--preset", "demo", "--batch-size", "64",
+              "--lr-schedule", "cosine", "--t", "1.2", "--quiet"]
+    assert _polar("train", *common, "--epochs", "2", "--lam", "0.01", "--out", str(run)).returncode == 0
+    done = _polar("prune", "--run", str(run), "--sweep", "0.2,0.5")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((run / "pruned" / "report.json").read_text())
+    assert 0 < report["flops_reduction"] < 1 and report["macs_after"] < report["macs_before"]
+    assert report["flops_after"] == 2 * report["macs_after"]
+    small = polar.load(run / "pruned" / "model.pt")
+    assert polar.count_macs(small)[0] == report["macs_after"]
+    sweep = __import__("pandas").read_csv(run / "pruned" / "sweep.csv")
+    assert list(sweep.columns) == SWEEP_COLUMNS
+    assert sweep["flops_reduction"].tolist() == sorted(sweep["flops_reduction"].tolist())
+    # each target is reached (γ tied at exactly 0 by the clamp are pruned together, so it can be overshot)
+    assert all(r >= t - 0.0025 for r, t in zip(sweep["flops_reduction"], sweep["target_reduction"]))
+
+    done = _polar("finetune", "--run", str(run), "--preset", "demo-finetune", "--epochs", "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    tuned = polar.load(run / "finetune" / "checkpoint.pt")
+    assert tuned.spec() == small.spec()  # fine-tuning keeps the pruned architecture
+    assert json.loads((run / "finetune" / "config.json").read_text())["reg"] == "none"
+
+    out = tmp_path / "search"
+    done = _polar("search", "--target-flops-reduction", "0.9", "--max-trials", "2", "--tolerance", "0.01",
+                  "--out", str(out), *common, "--epochs", "1", "--subset", "40", "--lam", "0.001")
+    assert done.returncode == 0, done.stderr
+    trials = __import__("pandas").read_csv(out / "trials.csv")
+    assert len(trials) == 2 and trials["lam"].tolist() == [0.001, 0.002]  # short of 90 %: λ doubles
+    assert "closest after the trial budget" in done.stdout

@@ -1,0 +1,74 @@
+"""The paper's Algorithm 1: search λ (t fixed) with short runs until valley pruning removes the target share of
+FLOPs, within a tolerance.
+
+Stronger polarization pushes more channels into the spike at 0, so the FLOPs reduction at the valley grows with λ.
+The search brackets the target by doubling or halving λ, then bisects in log space. Each trial is a short training
+run in its own directory, logged as one row of ``trials.csv``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ._io import atomic_write_csv
+from .config import ConfigError, TrainConfig
+from .flops import cost, flops_reduction
+from .prune import prune
+from .threshold import NoValleyError, find_threshold
+from .train import EpochEvent, evaluate, initial_model, load_training_data, resolve_device, train
+
+__all__ = ["Trial", "search_lambda"]
+
+
+@dataclass
+class Trial:
+    """One short run of the search."""
+
+    trial: int
+    lam: float
+    threshold: float  # the valley (nan when γ had no valley: λ too weak to polarize)
+    flops_reduction: float
+    test_acc: float  # the trained model, before pruning
+    pruned_acc: float  # after valley pruning, before fine-tuning
+    run_dir: str
+
+
+def search_lambda(cfg: TrainConfig, target: float, out: str | Path, tolerance: float = 0.03,
+                  max_trials: int = 8) -> Iterator[Trial]:
+    """Yield one :class:`Trial` per short run until ``|reduction − target| ≤ tolerance`` or ``max_trials`` runs.
+
+    ``cfg`` gives the model, data, schedule, t and the first λ to try (``cfg.lam``); ``cfg.reg`` must be polar.
+    """
+    if cfg.reg != "polar" or cfg.lam <= 0:
+        raise ConfigError("the λ search needs --reg polar and a starting --lam > 0")
+    if not 0 < target < 1:
+        raise ConfigError(f"target FLOPs reduction must be in (0, 1), got {target}")
+    out = Path(out)
+    data = load_training_data(cfg, resolve_device(cfg.device))
+    rows: list[dict] = []
+    lo = hi = None  # the largest λ known to fall short of the target, the smallest known to overshoot it
+    lam = cfg.lam
+    for i in range(1, max_trials + 1):
+        trial_cfg = TrainConfig(**{**cfg.to_dict(), "lam": lam})
+        run_dir = out / f"trial{i:02d}_lam{lam:.3g}"
+        model = initial_model(trial_cfg, data.num_classes)  # the same initial weights in every trial
+        last = [e for e in train(trial_cfg, run_dir=run_dir, model=model, data=data) if isinstance(e, EpochEvent)][-1]
+        try:
+            threshold = find_threshold(model, "valley", upper=cfg.upper)
+            small = prune(model, threshold)
+            reduction, pruned_acc = flops_reduction(cost(model), cost(small)), evaluate(small, data)[1]
+        except NoValleyError:
+            threshold, reduction, pruned_acc = math.nan, 0.0, math.nan
+        trial = Trial(i, lam, threshold, reduction, last.test_acc, pruned_acc, str(run_dir))
+        rows.append(asdict(trial))
+        atomic_write_csv(rows, out / "trials.csv")
+        yield trial
+        if abs(reduction - target) <= tolerance:
+            return
+        if reduction < target:
+            lo = lam
+        else:
+            hi = lam
+        lam = math.sqrt(lo * hi) if lo is not None and hi is not None else (lam * 2 if hi is None else lam / 2)
