@@ -51,10 +51,16 @@ def _widths(mid: list[int], keep: Tensor | None) -> BlockWidths:
 
 
 def _add_residual(identity: Tensor, out: Tensor, keep: Tensor | None) -> Tensor:
-    """identity + out, where out only covers the residual channels listed in keep (all when None)."""
+    """identity + out, where out only covers the residual channels listed in keep (all when None).
+
+    Without autograd the scatter goes into ``identity`` in place (a block's input is not needed after it), which
+    saves a copy of the residual stream per block at inference.
+    """
     if keep is None:
         return identity + out
-    return identity.index_add(1, keep, out)
+    if torch.is_grad_enabled():
+        return identity.index_add(1, keep, out)
+    return identity.index_add_(1, keep, out)
 
 
 class BasicBlock(nn.Module):
