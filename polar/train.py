@@ -9,7 +9,6 @@ Distributed data parallel runs when launched with torchrun (one process per GPU,
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from .config import ConfigError, TrainConfig
 from .data import DeviceDataset
 from .datasets import load_dataset
 from .saving import model_from_record
+from .schedule import lr_at
 from .models import create_model, sparse_bns, unwrap
 from .regularizers import Regularizer, make_regularizer
 from .runs import CheckpointError, RunDir, read_torch_file
@@ -84,19 +84,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {spec!r} requested but CUDA is not available; use --device cpu")
     return device
-
-
-def lr_at(step: int, total_steps: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
-    """The learning rate for a 0-based step: linear warm-up, then step (x0.1 at 50%, 75%), cosine or constant."""
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    if cfg.lr_schedule == "step":
-        return cfg.lr * 0.1 ** sum(progress >= m for m in (0.5, 0.75))
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return cfg.lr
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:

@@ -9,7 +9,8 @@ import torch
 
 import polar
 from polar.gamma_stats import count_modes, gamma_histogram, middle_share
-from polar.train import EpochEvent, StepEvent, build_optimizer, lr_at
+from polar.schedule import lr_at, scale_lambda
+from polar.train import EpochEvent, StepEvent, build_optimizer
 
 BRIEF = dict(model="resnet20", dataset="synthetic", epochs=2, batch_size=64, lr=0.1, lr_schedule="cosine",
              weight_decay=5e-4, bn_wd=False, seed=0)
@@ -119,3 +120,12 @@ def test_config_rejects_unknown_keys_and_bad_types() -> None:
         polar.TrainConfig(subset=-3)
     cfg = polar.TrainConfig.from_preset("cifar", model="vgg16")
     assert (cfg.epochs, cfg.batch_size, cfg.lam, cfg.t) == (200, 64, 1e-4, 1.2)
+
+
+def test_scale_lambda_keeps_lambda_times_lr_sum() -> None:
+    brief = polar.TrainConfig(epochs=5, lr=0.1, lr_schedule="cosine")
+    lam = scale_lambda(1e-4, brief, steps_per_epoch=390)
+    # the paper's run: 200 epochs x 781 steps, lr 0.1 for half, 0.01 for a quarter, 0.001 for the rest
+    paper_sum = 781 * (100 * 0.1 + 50 * 0.01 + 50 * 0.001)
+    brief_sum = 5 * 390 * 0.1 / 2  # cosine averages half the peak
+    assert lam == pytest.approx(1e-4 * paper_sum / brief_sum, rel=1e-3)
