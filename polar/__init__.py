@@ -10,13 +10,18 @@ from .config import PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig
 from .data import DeviceDataset, ImageTensors
 from .datasets import DatasetError, load_dataset, load_images
 from .flops import Cost, cost, count_macs, flops_reduction
+from .gamma_stats import count_modes, gamma_histogram, middle_share
 from .models import create_model, list_models, sparse_bns
 from .prune import mask, prune
 from .regularizers import L1, NoRegularizer, Polarization, make_regularizer, sparse_gammas
 from .runs import CheckpointError, RunDir
 from .saving import load, save
+from .schedule import lr_sum, scale_lambda
+from .search import Trial, search_lambda
+from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
-from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, resolve_device, train
+from .train import (EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, load_training_data,
+                    resolve_device, train)
 
 __all__ = [
     "create_model", "list_models", "sparse_bns",
@@ -25,5 +30,6 @@ __all__ = [
     "resolve_device", "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir",
     "save", "load", "ConfigError", "DatasetError", "CheckpointError",
     "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune", "count_macs", "cost", "Cost",
-    "flops_reduction",
+    "flops_reduction", "count_modes", "gamma_histogram", "middle_share", "scale_lambda", "lr_sum", "sweep",
+    "search_lambda", "Trial", "initial_model", "load_training_data",
 ]

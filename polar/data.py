@@ -29,14 +29,22 @@ class ImageTensors:
     classes: list[str]
     source: str  # where the pixels came from, for reports (e.g. "CIFAR-10 (JPEG copy)")
 
-    def subset(self, per_class: int) -> ImageTensors:
-        """A balanced training subset: the first ``per_class`` images of each class (the test split is kept)."""
+    def subset(self, per_class: int, test_per_class: int | None = None) -> ImageTensors:
+        """A balanced subset: the first ``per_class`` training images of each class, and the first
+        ``test_per_class`` test images of each class (all of the test split when None)."""
         if per_class <= 0:
             raise ValueError(f"subset must be a positive number of images per class, got {per_class}")
-        keep = torch.cat([torch.nonzero(self.train_y == c).flatten()[:per_class] for c in range(len(self.classes))])
-        keep = keep.sort().values
-        return ImageTensors(self.train_x[keep], self.train_y[keep], self.test_x, self.test_y, self.classes,
-                            self.source)
+        if test_per_class is not None and test_per_class <= 0:
+            raise ValueError(f"test subset must be a positive number of images per class, got {test_per_class}")
+        train = _first_per_class(self.train_y, per_class, len(self.classes))
+        test = _first_per_class(self.test_y, test_per_class, len(self.classes)) if test_per_class else None
+        return ImageTensors(self.train_x[train], self.train_y[train],
+                            self.test_x if test is None else self.test_x[test],
+                            self.test_y if test is None else self.test_y[test], self.classes, self.source)
+
+
+def _first_per_class(labels: Tensor, n: int, num_classes: int) -> Tensor:
+    return torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(num_classes)]).sort().values
 
 
 class DeviceDataset:

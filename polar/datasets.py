@@ -173,9 +173,10 @@ def load_images(name: str, data_dir: str | Path | None = None, path: str | Path 
 
 def load_dataset(name: str, device: torch.device | str = "cpu", subset: int | None = None,
                  data_dir: str | Path | None = None, path: str | Path | None = None,
-                 download: bool = True) -> DeviceDataset:
-    """A small-image dataset resident on ``device``, optionally a balanced subset of ``subset`` images per class."""
+                 download: bool = True, test_subset: int | None = None) -> DeviceDataset:
+    """A small-image dataset resident on ``device``, optionally a balanced subset of ``subset`` training (and
+    ``test_subset`` test) images per class."""
     images = load_images(name, data_dir, path, download)
     if subset is not None:
-        images = images.subset(subset)
+        images = images.subset(subset, test_subset)
     return DeviceDataset(images, device)

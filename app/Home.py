@@ -1,0 +1,24 @@
+"""Polar explorer: train the same network with polarization and with L1 side by side, watch γ, prune, compare.
+
+    streamlit run app/Home.py
+
+A thin layer over the ``polar`` library: the settings live in the sidebar (and the URL), training runs in a
+background thread (app/worker.py), and every chart is drawn from the snapshots it publishes.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from settings import sidebar
+
+st.set_page_config(page_title="Polar explorer", page_icon="🧲", layout="wide")
+
+for key, default in {"duel": None, "duel_settings": None, "prune_result": None, "tradeoff": None,
+                     "finetuned": None}.items():
+    if key not in st.session_state:
+        st.session_state[key] = default
+
+st.session_state["settings"] = sidebar()
+page = st.navigation([st.Page("app_pages/explore.py", title="Explore", icon="🧲", default=True),
+                      st.Page("app_pages/runs.py", title="Saved runs", icon="🗂️")])
+page.run()

@@ -1,0 +1,80 @@
+"""Plotly figures for the explorer, built from binned counts and metric rows (never from raw γ)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+COLORS = {"polar": "#d62728", "l1": "#1f77b4", "none": "#7f7f7f"}
+NAMES = {"polar": "Polarization", "l1": "L1 (network slimming)", "none": "No regularizer"}
+
+
+def histograms(hist: dict[str, dict], upper: float, threshold: float | None, log_y: bool,
+               title: str = "") -> go.Figure:
+    """The two γ histograms side by side: same bins, same axes, an optional threshold line."""
+    methods = [m for m in ("polar", "l1") if m in hist]
+    fig = make_subplots(rows=1, cols=len(methods), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"{NAMES[m]} · {hist[m]['modes']} mode{'s' * (hist[m]['modes'] != 1)}"
+                                        for m in methods])
+    bins = len(hist[methods[0]]["counts"])
+    width = upper / bins
+    centers = [(i + 0.5) * width for i in range(bins)]
+    top = max(max(h["counts"]) for h in hist.values()) or 1
+    for col, m in enumerate(methods, start=1):
+        fig.add_trace(go.Bar(x=centers, y=hist[m]["counts"], width=width, marker_color=COLORS[m], name=NAMES[m],
+                             showlegend=False, hovertemplate="γ≈%{x:.2f}: %{y} channels<extra></extra>"),
+                      row=1, col=col)
+        if threshold is not None:
+            fig.add_vline(x=threshold, line_dash="dash", line_color="black", row=1, col=col)
+        fig.update_xaxes(range=[0, upper], title_text="γ", row=1, col=col)
+    fig.update_yaxes(type="log" if log_y else "linear", title_text="channels", row=1, col=1)
+    if not log_y:
+        fig.update_yaxes(range=[0, top * 1.05])
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=40, b=10), title=title, bargap=0)
+    return fig
+
+
+def curves(steps: list[dict], epochs: list[dict]) -> go.Figure:
+    """Training loss per step and test accuracy per epoch, both methods."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["training loss (cross-entropy)", "test accuracy"])
+    for m in ("polar", "l1"):
+        xs = [s["step"] for s in steps if f"loss_{m}" in s]
+        fig.add_trace(go.Scatter(x=xs, y=[s[f"loss_{m}"] for s in steps if f"loss_{m}" in s], name=NAMES[m],
+                                 line_color=COLORS[m]), row=1, col=1)
+        rows = [e for e in epochs if e["method"] == m]
+        fig.add_trace(go.Scatter(x=[e["epoch"] for e in rows], y=[e["test_acc"] for e in rows], mode="lines+markers",
+                                 name=NAMES[m], line_color=COLORS[m], showlegend=False), row=1, col=2)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h"))
+    return fig
+
+
+def layer_heatmaps(hist: dict[str, dict], upper: float) -> go.Figure:
+    """Per-layer γ histograms (layers × bins) for both methods."""
+    methods = [m for m in ("polar", "l1") if m in hist]
+    fig = make_subplots(rows=1, cols=len(methods), shared_yaxes=True, subplot_titles=[NAMES[m] for m in methods])
+    for col, m in enumerate(methods, start=1):
+        layers = list(hist[m]["layers"])
+        z = [[c / max(1, sum(row)) for c in row] for row in hist[m]["layers"].values()]
+        bins = len(z[0])
+        fig.add_trace(go.Heatmap(z=z, x=[(i + 0.5) * upper / bins for i in range(bins)], y=layers,
+                                 colorscale="Viridis", showscale=col == len(methods), zmin=0, zmax=1,
+                                 hovertemplate="%{y}, γ≈%{x:.2f}: %{z:.0%}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="γ", row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=max(300, 14 * len(layers)), margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def tradeoff(tables: dict[str, "object"]) -> go.Figure:
+    """Accuracy before fine-tuning against FLOPs reduction, both methods, from polar.sweep tables."""
+    fig = go.Figure()
+    for m, table in tables.items():
+        t = table.sort_values("flops_reduction")
+        fig.add_trace(go.Scatter(x=100 * t["flops_reduction"], y=100 * t["acc_folded"], mode="lines+markers",
+                                 name=NAMES[m], line_color=COLORS[m]))
+        fig.add_trace(go.Scatter(x=100 * t["flops_reduction"], y=100 * t["acc_zero_beta"], mode="lines+markers",
+                                 name=f"{NAMES[m]}, β dropped", line=dict(color=COLORS[m], dash="dot")))
+    fig.update_layout(xaxis_title="FLOPs reduction (%)", yaxis_title="test accuracy before fine-tuning (%)",
+                      height=330, margin=dict(l=10, r=10, t=10, b=10))
+    return fig

@@ -1,0 +1,104 @@
+"""The sidebar: every setting of a duel, bound to the URL's query parameters so a link reproduces the setup.
+
+Presets write their values into the widgets' session-state keys (in the selectbox's callback, before the widgets
+are drawn); the current values are written back to ``st.query_params`` on every run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+import polar
+
+DEMO = dict(model="resnet20", subset=300, epochs=6, batch_size=64, lr=0.1, seed=0, lam=0.01, t=1.2, l1_lam=0.01)
+PRESETS: dict[str, dict[str, Any]] = {
+    "Fast CPU demo": DEMO,
+    "Paper settings (ResNet-56, 200 epochs)": dict(model="resnet56", subset=0, epochs=200, batch_size=64, lr=0.1,
+                                                   seed=0, lam=5e-5, t=1.4, l1_lam=1e-4),
+    "t = 0 (no pull to zero: spreads γ apart)": {**DEMO, "t": 0.0},
+    "λ too strong": {**DEMO, "lam": 0.1, "l1_lam": 0.1},
+}
+DEVICES = ["auto", "cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
+DATASETS = ["cifar10", "synthetic", "cifar100"]
+
+
+@dataclass
+class Settings:
+    model: str
+    dataset: str
+    subset: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    device: str
+    lam: float
+    t: float
+    l1_lam: float
+
+    def configs(self, test_subset: int | None = 100) -> dict[str, polar.TrainConfig]:
+        """The two training configs of the duel (raises polar.ConfigError on bad values)."""
+        base = dict(model=self.model, dataset=self.dataset, subset=self.subset, epochs=self.epochs,
+                    batch_size=self.batch_size, lr=self.lr, lr_schedule="cosine" if self.epochs < 50 else "step",
+                    weight_decay=1e-4, bn_wd=False, seed=self.seed, device=self.device)
+        return {"polar": polar.TrainConfig(**base, reg="polar", lam=self.lam, t=self.t),
+                "l1": polar.TrainConfig(**base, reg="l1", lam=self.l1_lam)}
+
+
+_DEFAULTS: dict[str, Any] = {**DEMO, "dataset": "cifar10", "device": "auto"}
+_ALLOWED = {  # what the widgets accept: a URL value outside it is reported and replaced by the default
+    "model": lambda v: v in polar.list_models() and not v.endswith("imagenet"), "dataset": lambda v: v in DATASETS,
+    "subset": lambda v: v >= 0, "epochs": lambda v: 1 <= v <= 300, "batch_size": lambda v: 8 <= v <= 1024,
+    "lr": lambda v: 1e-4 <= v <= 1.0, "seed": lambda v: v >= 0, "device": lambda v: v in DEVICES,
+    "lam": lambda v: v >= 0, "t": lambda v: 0 <= v <= 3, "l1_lam": lambda v: v >= 0,
+}
+
+
+def _from_url(key: str) -> Any:
+    """The URL's value for ``key`` in the default's type, or the default (reported) when unusable."""
+    default = _DEFAULTS[key]
+    raw = st.query_params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = type(default)(raw)
+    except ValueError:
+        value = None
+    if value is None or not _ALLOWED[key](value):
+        st.session_state["_url_errors"] = st.session_state.get("_url_errors", []) + [f"{key}={raw}"]
+        return default
+    return value
+
+
+def _apply_preset() -> None:
+    for key, value in PRESETS[st.session_state["preset"]].items():
+        st.session_state[key] = value
+
+
+def sidebar() -> Settings:
+    """Draw the settings; return their current values."""
+    for key in _DEFAULTS:  # first run of a session: start from the URL
+        if key not in st.session_state:
+            st.session_state[key] = _from_url(key)
+    with st.sidebar:
+        st.selectbox("Preset", list(PRESETS), index=None, key="preset", on_change=_apply_preset,
+                     placeholder="choose a preset…", help="Fills the settings below; brief presets scale λ up.")
+        st.caption("Brief runs need a far larger λ than the paper's 200-epoch values: the push on γ grows with "
+                   "λ × lr × steps.")
+        st.selectbox("Model", [m for m in polar.list_models() if not m.endswith("imagenet")], key="model")
+        st.selectbox("Dataset", DATASETS, key="dataset")
+        st.number_input("Images per class (0 = all)", min_value=0, step=50, key="subset")
+        st.number_input("Epochs", min_value=1, max_value=300, key="epochs")
+        st.number_input("Batch size", min_value=8, max_value=1024, step=32, key="batch_size")
+        st.number_input("Learning rate", min_value=1e-4, max_value=1.0, format="%.4f", key="lr")
+        st.number_input("Seed", min_value=0, step=1, key="seed")
+        st.selectbox("Device", DEVICES, key="device")
+        st.divider()
+        st.number_input("Polarization λ", min_value=0.0, format="%.5f", step=0.001, key="lam")
+        st.slider("Polarization t", min_value=0.0, max_value=3.0, step=0.05, key="t")
+        st.number_input("L1 λ", min_value=0.0, format="%.5f", step=0.001, key="l1_lam")
+    values = {key: st.session_state[key] for key in _DEFAULTS}
+    st.query_params.from_dict({k: str(v) for k, v in values.items()})
+    return Settings(**values)

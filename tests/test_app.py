@@ -1,0 +1,95 @@
+"""The explorer's flow through Streamlit's AppTest: it renders, trains both networks live, prunes, reports errors
+in the page. Uses the synthetic dataset (set through the URL, as a shared link would)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("POLAR_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    yield at
+    duel = at.session_state["duel"] if "duel" in at.session_state else None
+    if duel is not None:
+        duel.stop()
+
+
+def _modes(at: AppTest) -> str:
+    return next((c.value for c in at.caption if "modes:" in c.value), "")
+
+
+def test_default_page_renders(app: AppTest) -> None:
+    app.query_params["dataset"] = "synthetic"
+    app.run()
+    assert not app.exception
+    assert app.title[0].value.startswith("Polarization vs. L1")
+    assert app.sidebar.number_input(key="lam").value == 0.01 and app.sidebar.selectbox(key="model").value == "resnet20"
+    assert any("device" in c.value for c in app.caption)
+    assert [b.label for b in app.button][:4] == ["▶ Start", "⏸ Pause", "⏭ Step one epoch", "⟲ Reset"]
+
+
+def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(app: AppTest) -> None:
+    app.query_params.update(dataset="synthetic", subset="100", epochs="3")
+    app.run()
+    app.sidebar.number_input(key="lam").set_value(0.02)
+    app.sidebar.slider(key="t").set_value(1.3)
+    app.run()
+    assert app.query_params["lam"] in ("0.02", ["0.02"]) and app.query_params["t"] in ("1.3", ["1.3"])  # URL follows
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    deadline = time.time() + 150
+    while "polarization 2 · L1 1" not in _modes(app) and time.time() < deadline:
+        time.sleep(1)
+        app.run()
+    assert "polarization 2 · L1 1" in _modes(app), _modes(app)
+    assert len(app.get("plotly_chart")) >= 1
+    duel = app.session_state["duel"]
+    hist = duel.snapshot().hist
+    assert hist["polar"]["counts"] != hist["l1"]["counts"]  # same start, different shapes now
+    assert sum(hist["polar"]["counts"]) == sum(hist["l1"]["counts"])  # same channels, binned (not raw γ)
+    app.button[1].click().run()  # pause
+    assert duel.snapshot().state == "paused"
+    prune = next(b for b in app.button if b.label == "✂ Prune")
+    prune.click().run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert list(table["method"]) == ["Polarization", "L1 (network slimming)"]
+    assert (table["FLOPs reduction (%)"] > 0).all() and (table["MACs (M)"] < 40.56).all()
+    reductions = table["FLOPs reduction (%)"].tolist()
+    assert abs(reductions[0] - reductions[1]) < 15  # L1 pruned to the matching FLOPs reduction
+    runs = list((Path(app.session_state["duel"].run_root)).glob("*/config.json"))
+    assert len(runs) == 2  # both runs are kept on disk
+
+
+def test_bad_input_is_reported_in_the_page(app: AppTest) -> None:
+    app.query_params.update(dataset="synthetic", lam="-1", epochs="many")
+    app.run()
+    assert not app.exception
+    warning = " ".join(w.value for w in app.warning)
+    assert "lam=-1" in warning and "epochs=many" in warning
+    assert app.sidebar.number_input(key="lam").value == 0.01  # the default replaced the bad value
+    app.sidebar.number_input(key="subset").set_value(1)
+    app.sidebar.number_input(key="batch_size").set_value(64)
+    app.run()
+    app.button[0].click().run()  # 10 images cannot make a batch of 64
+    assert not app.exception
+    assert any("make no batch" in e.value for e in app.error)
+
+
+def test_saved_runs_page_lists_runs_and_reports_damage(app: AppTest, tmp_path: Path) -> None:
+    broken = tmp_path / "runs" / "app" / "20260101-000000-resnet20-broken"
+    for method in ("polar", "l1"):
+        (broken / method).mkdir(parents=True)
+        (broken / method / "config.json").write_text("{not json")
+    app.query_params["dataset"] = "synthetic"
+    app.run()
+    app.switch_page("app_pages/runs.py").run()
+    assert not app.exception
+    assert any("unreadable" in e.value for e in app.error)
