@@ -149,6 +149,7 @@ class DuelTrainer:
                 if finished_epoch is None and time.time() - last_publish >= self._publish_every:
                     self._publish_step(step, losses)
                     last_publish = time.time()
+                time.sleep(0)  # let the page's thread take the GIL between steps
                 if finished_epoch is not None and self._pause_after_epoch == finished_epoch:
                     self._pause_after_epoch = None
                     self.pause()

@@ -59,8 +59,8 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     prune = next(b for b in app.button if b.label == "✂ Prune")
     prune.click().run()
     assert not app.exception
-    table = app.dataframe[0].value
-    assert list(table["method"]) == ["Polarization", "L1 (network slimming)"]
+    table = app.table[0].value
+    assert list(table.index) == ["Polarization", "L1 (network slimming)"]
     assert (table["FLOPs reduction (%)"] > 0).all() and (table["MACs (M)"] < 40.56).all()
     reductions = table["FLOPs reduction (%)"].tolist()
     assert abs(reductions[0] - reductions[1]) < 15  # L1 pruned to the matching FLOPs reduction

@@ -93,7 +93,9 @@ if cols[3].button("⟲ Reset", width="stretch", disabled=duel is None):
     duel = st.session_state["duel"] = None
     st.session_state.update(prune_result=None, tradeoff=None, finetuned=None)
 
-log_y = st.toggle("log-scale counts", value=False)
+c1, c2 = st.columns(2)
+log_y = c1.toggle("log-scale counts", value=False)
+c2.toggle("per-layer γ", value=False, key="show_layers", help="one row per sparse BN: where its γ lie")
 running = duel is not None and duel.snapshot().state == "running"
 
 
@@ -125,7 +127,7 @@ def live() -> None:
                f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}")
     if snap.steps or snap.epochs:
         st.plotly_chart(charts.curves(snap.steps, snap.epochs), width="stretch", key="curves")
-    with st.expander("Per-layer γ"):
+    if st.session_state.get("show_layers"):
         st.plotly_chart(charts.layer_heatmaps(hist, duel.upper), width="stretch", key="layers")
     if running and snap.state != "running":
         st.rerun()  # training ended or paused: switch the page out of polling mode
@@ -180,9 +182,8 @@ if result is not None:
     st.caption("L1 is pruned to the same FLOPs reduction as polarization (matched FLOPs, network slimming's global "
                "threshold). Accuracy on the test subset; pruning folds each removed channel's constant output into "
                "the next layer.")
-    table = pd.DataFrame(result["rows"])
-    st.dataframe(table, hide_index=True, width="stretch", key="prune_table",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns[1:]})
+    table = pd.DataFrame(result["rows"]).set_index("method")
+    st.table(table.style.format("{:.3f}", na_rep="–"))
     if st.button("Fine-tune both pruned networks for 1 epoch"):
         with st.spinner("Fine-tuning…"):
             for i, m in enumerate(("polar", "l1")):
