@@ -14,7 +14,7 @@ def histograms(hist: dict[str, dict], upper: float, threshold: float | None, log
     methods = [m for m in ("polar", "l1") if m in hist]
     fig = make_subplots(rows=1, cols=len(methods), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[f"{NAMES[m]} · {hist[m]['modes']} mode{'s' * (hist[m]['modes'] != 1)}"
-                                        for m in methods])
+                                        + (" · split" if hist[m].get("split") else "") for m in methods])
     bins = len(hist[methods[0]]["counts"])
     width = upper / bins
     centers = [(i + 0.5) * width for i in range(bins)]

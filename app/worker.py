@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import polar
-from polar import count_modes, gamma_histogram
+from polar import count_modes, gamma_histogram, is_polarized
 
 METHODS = ("polar", "l1")
 BINS = 50  # histogram bins over [0, upper]: what the charts receive instead of raw γ
@@ -24,11 +24,12 @@ LAYER_BINS = 20
 
 
 def binned(gammas: dict[str, torch.Tensor], upper: float) -> dict:
-    """What the page draws for one model: overall counts, per-layer counts, and the number of modes."""
+    """What the page draws for one model: overall and per-layer counts, the number of modes, and whether γ show
+    the split (a spike at 0, a valley, a mode away)."""
     counts = gamma_histogram(gammas, BINS, upper)[0]
     return {"counts": counts.tolist(),
             "layers": {name: gamma_histogram(g, LAYER_BINS, upper)[0].tolist() for name, g in gammas.items()},
-            "modes": count_modes(gamma_histogram(gammas, 20, upper)[0])}
+            "modes": count_modes(gamma_histogram(gammas, 20, upper)[0]), "split": is_polarized(gammas, upper)}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from .config import PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig
 from .data import DeviceDataset, ImageTensors
 from .datasets import DatasetError, load_dataset, load_images
 from .flops import Cost, cost, count_macs, flops_reduction
-from .gamma_stats import count_modes, gamma_histogram, middle_share
+from .gamma_stats import count_modes, gamma_histogram, is_polarized, middle_share
 from .models import create_model, list_models, sparse_bns
 from .prune import mask, prune
 from .regularizers import L1, NoRegularizer, Polarization, make_regularizer, sparse_gammas
@@ -30,6 +30,6 @@ __all__ = [
     "resolve_device", "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir",
     "save", "load", "ConfigError", "DatasetError", "CheckpointError",
     "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune", "count_macs", "cost", "Cost",
-    "flops_reduction", "count_modes", "gamma_histogram", "middle_share", "scale_lambda", "lr_sum", "sweep",
+    "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share", "scale_lambda", "lr_sum", "sweep",
     "search_lambda", "Trial", "initial_model", "load_training_data",
 ]

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["flat_gammas", "gamma_histogram", "count_modes", "middle_share", "MIDDLE_BAND"]
+__all__ = ["flat_gammas", "gamma_histogram", "count_modes", "middle_share", "valley", "is_polarized",
+           "NoValleyError", "MIDDLE_BAND"]
 
 MIDDLE_BAND = (0.1, 0.4)  # neither clearly pruned nor clearly kept, for γ in [0, 1]
 
@@ -55,3 +56,48 @@ def middle_share(gammas: Mapping[str, Tensor] | Tensor, band: tuple[float, float
     """The share of γ strictly inside ``band``."""
     g = flat_gammas(gammas)
     return float(((g > band[0]) & (g < band[1])).float().mean())
+
+
+class NoValleyError(ValueError):
+    """The γ histogram has no valley (one mode, as under L1 or no regularizer)."""
+
+
+def valley(counts: Tensor, edges: Tensor, min_rise: float = 0.004, smooth: int = 3) -> float:
+    """The first valley of a histogram: the lowest point between the first peak (the spike at 0 under
+    polarization) and the highest bin after it (the mode of the kept channels). Returns the middle of that lowest
+    run of bins.
+
+    The counts are smoothed with a ``smooth``-bin moving average first, so one noisy bin is no valley; the mode
+    after it must be at least twice as high as the valley and ``min_rise`` of all γ above it.
+    """
+    c = counts.float() / counts.sum().clamp(min=1)
+    if smooth > 1:
+        c = torch.nn.functional.avg_pool1d(c.view(1, 1, -1), smooth, 1, smooth // 2, count_include_pad=False).flatten()
+    peak = 0
+    while peak + 1 < len(c) and c[peak + 1] >= c[peak]:  # climb the first peak
+        peak += 1
+    bottom = peak
+    while bottom + 1 < len(c) and c[bottom + 1] <= c[bottom]:  # and all the way down from it
+        bottom += 1
+    mode = bottom + int(c[bottom:].argmax())
+    low_at = peak + int(c[peak:mode + 1].argmin())
+    low = float(c[low_at])
+    if mode == low_at or float(c[mode]) < max(2 * low, low + min_rise):
+        raise NoValleyError("the γ histogram has no valley (one mode: not polarized); use method='percent' or 'fixed'")
+    end = low_at
+    while end + 1 < mode and float(c[end + 1]) == low:
+        end += 1
+    return float((edges[low_at] + edges[end + 1]) / 2)
+
+
+def is_polarized(gammas: Mapping[str, Tensor] | Tensor, upper: float = 1.0, share: float = 0.1) -> bool:
+    """Whether γ show the paper's picture: a spike at 0 (at least ``share`` of γ within 5% of the range from 0),
+    a mode away from it (at least ``share`` above 20% of the range) and a valley between them."""
+    g = flat_gammas(gammas)
+    if (g <= 0.05 * upper).float().mean() < share or (g >= 0.2 * upper).float().mean() < share:
+        return False
+    try:
+        valley(*gamma_histogram(g, 100, upper))
+    except NoValleyError:
+        return False
+    return True

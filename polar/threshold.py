@@ -3,46 +3,14 @@ value, or the threshold that reaches a target FLOPs reduction."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .flops import cost, flops_reduction
-from .gamma_stats import gamma_histogram
+from .gamma_stats import NoValleyError, gamma_histogram, valley
 from .prune import prune
 from .regularizers import sparse_gammas
 
 __all__ = ["find_threshold", "valley", "threshold_for_reduction", "NoValleyError"]
-
-
-class NoValleyError(ValueError):
-    """The γ histogram has no valley (one mode, as under L1 or no regularizer)."""
-
-
-def valley(counts: Tensor, edges: Tensor, min_rise: float = 0.004, smooth: int = 3) -> float:
-    """The first valley of a histogram: the lowest point between the first peak (the spike at 0 under
-    polarization) and the highest bin after it (the mode of the kept channels). Returns the middle of that lowest
-    run of bins.
-
-    The counts are smoothed with a ``smooth``-bin moving average first, so one noisy bin is no valley; the mode
-    after it must be at least twice as high as the valley and ``min_rise`` of all γ above it.
-    """
-    c = counts.float() / counts.sum().clamp(min=1)
-    if smooth > 1:
-        c = torch.nn.functional.avg_pool1d(c.view(1, 1, -1), smooth, 1, smooth // 2, count_include_pad=False).flatten()
-    peak = 0
-    while peak + 1 < len(c) and c[peak + 1] >= c[peak]:  # climb the first peak
-        peak += 1
-    bottom = peak
-    while bottom + 1 < len(c) and c[bottom + 1] <= c[bottom]:  # and all the way down from it
-        bottom += 1
-    mode = bottom + int(c[bottom:].argmax())
-    low_at = peak + int(c[peak:mode + 1].argmin())
-    low = float(c[low_at])
-    if mode == low_at or float(c[mode]) < max(2 * low, low + min_rise):
-        raise NoValleyError("the γ histogram has no valley (one mode: not polarized); use method='percent' or 'fixed'")
-    end = low_at
-    while end + 1 < mode and float(c[end + 1]) == low:
-        end += 1
-    return float((edges[low_at] + edges[end + 1]) / 2)
 
 
 def find_threshold(model: nn.Module, method: str = "valley", value: float | None = None, upper: float = 1.0,

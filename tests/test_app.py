@@ -21,8 +21,8 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         duel.stop()
 
 
-def _modes(at: AppTest) -> str:
-    return next((c.value for c in at.caption if "modes:" in c.value), "")
+def _status(at: AppTest) -> str:
+    return next((c.value for c in at.caption if "split into a spike" in c.value), "")
 
 
 def test_default_page_renders(app: AppTest) -> None:
@@ -45,10 +45,10 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     app.button[0].click().run()
     assert not app.exception and not app.error
     deadline = time.time() + 150
-    while "polarization 2 · L1 1" not in _modes(app) and time.time() < deadline:
+    while "polarization yes · L1 no" not in _status(app) and time.time() < deadline:
         time.sleep(1)
         app.run()
-    assert "polarization 2 · L1 1" in _modes(app), _modes(app)
+    assert "polarization yes · L1 no" in _status(app), _status(app)
     assert len(app.get("plotly_chart")) >= 1
     duel = app.session_state["duel"]
     hist = duel.snapshot().hist

@@ -1,6 +1,6 @@
 """End to end in a real browser: `streamlit run` on a free port, Playwright driving Debian's Chromium.
 
-Clicks Start, watches the histograms update, waits for polarization's two modes, pauses, prunes, reads the FLOPs
+Clicks Start, watches the histograms update, waits for polarization's split (a spike at 0, a valley, a mode away), pauses, prunes, reads the FLOPs
 table, saves a screenshot — and measures what the explorer promises on the default settings: the first histogram
 within 3 s of Start, refreshes at least once a second, and the split visible within 2 minutes.
 """
@@ -56,7 +56,7 @@ def server(tmp_path: Path):
 
 
 def _status(page) -> str:
-    caption = page.get_by_text(re.compile(r"modes: polarization \d+ · L1 \d+"))
+    caption = page.get_by_text(re.compile(r"split into a spike at 0 and a mode away: polarization"))
     return caption.first.inner_text() if caption.count() else ""
 
 
@@ -74,7 +74,7 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
         t0 = time.time()
         page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the histograms are drawn
         first_histogram = time.time() - t0
-        page.get_by_text(re.compile(r"modes: polarization")).first.wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"split into a spike")).first.wait_for(timeout=30_000)
 
         seen: list[tuple[float, str]] = []  # (time, status) whenever the status text changes
         split_at = None
@@ -82,14 +82,14 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
             status = _status(page)
             if status and (not seen or status != seen[-1][1]):
                 seen.append((time.time() - t0, status))
-            if "polarization 2 · L1 1" in status and split_at is None:
+            if "polarization yes · L1 no" in status and split_at is None:
                 split_at = time.time() - t0
                 break
             page.wait_for_timeout(100)
         window = [t for t, _ in seen if 5 <= t]
         refresh_per_s = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 else 0.0
         print(f"\nfirst histogram {first_histogram:.1f}s after Start; {refresh_per_s:.2f} refreshes/s while "
-              f"training; polarization split (2 modes, L1 1) {split_at if split_at is None else round(split_at, 1)}s "
+              f"training; polarization split (spike at 0, valley, mode; L1 not) {split_at if split_at is None else round(split_at, 1)}s "
               f"after Start; {len(seen)} updates seen")
         page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
 

@@ -123,7 +123,9 @@ def live() -> None:
     threshold = st.session_state.get("threshold")
     st.plotly_chart(charts.histograms(hist, duel.upper, threshold, log_y), width="stretch",
                     key="histograms")
-    st.caption(f"step {snap.step} · modes: polarization {hist['polar']['modes']} · L1 {hist['l1']['modes']} · "
+    yes = {True: "yes", False: "no"}
+    st.caption(f"step {snap.step} · split into a spike at 0 and a mode away: polarization "
+               f"{yes[hist['polar']['split']]} · L1 {yes[hist['l1']['split']]} · "
                f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}")
     if snap.steps or snap.epochs:
         st.plotly_chart(charts.curves(snap.steps, snap.epochs), width="stretch", key="curves")
