@@ -13,8 +13,7 @@ from settings import sidebar
 
 st.set_page_config(page_title="Polar explorer", page_icon="🧲", layout="wide")
 
-for key, default in {"duel": None, "duel_settings": None, "prune_result": None, "tradeoff": None,
-                     "finetuned": None}.items():
+for key, default in {"duel": None, "prune_result": None, "tradeoff": None}.items():
     if key not in st.session_state:
         st.session_state[key] = default
 

@@ -64,6 +64,7 @@ class DuelTrainer:
         self._publish_every = publish_every
         self._lock = threading.Lock()
         self._go = threading.Event()
+        self._parked = threading.Event()  # set while the thread waits for _go
         self._stop = threading.Event()
         self._pause_after_epoch: int | None = None
         self._thread: threading.Thread | None = None
@@ -83,7 +84,13 @@ class DuelTrainer:
             self._set(state="running")
         self._go.set()
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = 30.0) -> None:
+        """Pause and wait until the thread has finished its current step (then the weights stand still)."""
+        self._request_pause()
+        if self._thread is not None and self._thread.is_alive():
+            self._parked.wait(timeout)
+
+    def _request_pause(self) -> None:
         self._go.clear()
         if self.snapshot().state == "running":
             self._set(state="paused")
@@ -112,7 +119,10 @@ class DuelTrainer:
 
     def idle(self) -> bool:
         """True when the models are not being trained right now (safe to prune)."""
-        return self.snapshot().state in ("idle", "paused", "done", "stopped", "error")
+        state = self.snapshot().state
+        if state == "paused":  # the thread parks right after its current step
+            return self._parked.wait(5.0)
+        return state in ("idle", "done", "stopped", "error")
 
     # ---------------------------------------------------------------- the thread
 
@@ -132,7 +142,10 @@ class DuelTrainer:
             last_publish = 0.0
             losses: dict[str, float] = {}
             while not self._stop.is_set():
-                self._go.wait()
+                if not self._go.is_set():
+                    self._parked.set()
+                    self._go.wait()
+                    self._parked.clear()
                 if self._stop.is_set():
                     break
                 finished_epoch = None
@@ -153,7 +166,7 @@ class DuelTrainer:
                 time.sleep(0)  # let the page's thread take the GIL between steps
                 if finished_epoch is not None and self._pause_after_epoch == finished_epoch:
                     self._pause_after_epoch = None
-                    self.pause()
+                    self._request_pause()
             for gen in gens.values():
                 gen.close()
         except Exception as err:  # shown in the page, never as a traceback

@@ -76,7 +76,7 @@ if cols[0].button("▶ Start", type="primary", width="stretch",
                   disabled=duel is not None and duel.snapshot().state in ("running", "done")):
     if duel is None or duel.snapshot().state in ("stopped", "error"):
         duel = st.session_state["duel"] = new_duel(settings)
-        st.session_state.update(prune_result=None, tradeoff=None, finetuned=None, duel_settings=settings)
+        st.session_state.update(prune_result=None, tradeoff=None)
     if duel is not None:
         duel.start()
 if cols[1].button("⏸ Pause", width="stretch", disabled=duel is None or duel.snapshot().state != "running"):
@@ -85,13 +85,12 @@ if cols[2].button("⏭ Step one epoch", width="stretch",
                   disabled=duel is not None and duel.snapshot().state in ("running", "done")):
     if duel is None:
         duel = st.session_state["duel"] = new_duel(settings)
-        st.session_state["duel_settings"] = settings
     if duel is not None:
         duel.step_epoch()
 if cols[3].button("⟲ Reset", width="stretch", disabled=duel is None):
     duel.stop()
     duel = st.session_state["duel"] = None
-    st.session_state.update(prune_result=None, tradeoff=None, finetuned=None)
+    st.session_state.update(prune_result=None, tradeoff=None)
 
 c1, c2 = st.columns(2)
 log_y = c1.toggle("log-scale counts", value=False)
@@ -177,7 +176,7 @@ if st.button("✂ Prune", type="primary"):
                          "acc before pruning (%)": 100 * polar.evaluate(models[m], data)[1],
                          "acc after pruning (%)": 100 * polar.evaluate(small[m], data)[1],
                          "acc after fine-tune (%)": float("nan")})
-        st.session_state.update(prune_result={"rows": rows, "small": small}, finetuned=None)
+        st.session_state["prune_result"] = {"rows": rows, "small": small}
 
 result = st.session_state["prune_result"]
 if result is not None:
