@@ -22,7 +22,6 @@ from .train import EpochEvent, StepEvent, train
 
 __all__ = ["main", "build_parser"]
 
-_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .models import unwrap
 from .models._common import FoldedBias
 from .models.mobilenetv2 import MobileNetV2
-from .models.resnet import BasicBlock, Bottleneck
+from .models.resnet import Bottleneck
 from .models.vgg import VGG
 
 __all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",

@@ -2,7 +2,6 @@
 value, or the threshold that reaches a target FLOPs reduction."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .flops import cost, flops_reduction
