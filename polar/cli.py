@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", default="valley",
                    help="valley (the paper's rule), percent:SHARE, fixed:VALUE or flops:REDUCTION (default valley)")
     p.add_argument("--zero-beta", action="store_true", help="the paper's code: zero β too, fold nothing")
+    p.add_argument("--round-to", type=int, default=1,
+                   help="keep channel counts at multiples of this (8 runs faster on CPU; default 1: exact threshold)")
+    p.add_argument("--narrow-residual", action="store_true",
+                   help="CIFAR ResNets: also remove residual channels that no block writes to any more")
     p.add_argument("--out", default="", help="output folder (default RUN/pruned)")
     p.add_argument("--sweep", default="", help="also sweep FLOPs reductions, e.g. 0.1,0.3,0.5,0.7 -> sweep.csv")
     p.set_defaults(func=cmd_prune)
@@ -142,15 +146,16 @@ def cmd_prune(args: argparse.Namespace) -> None:
     cfg = TrainConfig.from_dict(run.read_config())
     model = load(run.checkpoint_path)
     method, value = _parse_threshold(args.threshold)
+    options = {"round_to": args.round_to, "narrow_residual": args.narrow_residual}
     if method == "flops":
-        threshold = threshold_for_reduction(model, float(value))  # type: ignore[arg-type]
+        threshold = threshold_for_reduction(model, float(value), **options)  # type: ignore[arg-type]
     else:
         threshold = find_threshold(model, method, value, upper=cfg.upper)
-    small = prune(model, threshold, zero_beta=args.zero_beta)
+    small = prune(model, threshold, zero_beta=args.zero_beta, **options)
     data = load_dataset(cfg.dataset, subset=cfg.subset or None, data_dir=cfg.data_dir, path=cfg.data_path or None)
     before, after = cost(model), cost(small)
     report = {"run": str(run.path), "threshold_rule": args.threshold, "threshold": threshold,
-              "zero_beta": args.zero_beta, "macs_before": before.macs, "macs_after": after.macs,
+              "zero_beta": args.zero_beta, **options, "macs_before": before.macs, "macs_after": after.macs,
               "flops_before": before.flops, "flops_after": after.flops, "params_before": before.params,
               "params_after": after.params, "flops_reduction": flops_reduction(before, after),
               "acc_before_pruning": evaluate(model, data)[1], "acc_after_pruning": evaluate(small, data)[1]}

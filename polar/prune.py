@@ -6,6 +6,11 @@ gives the same outputs as ``mask(m, thr)`` in eval mode. A channel with γ = 0 i
 cross-channel layer (conv or linear) or, for a ResNet block's output, into the residual stream — exactly, zero-padded
 borders included — where the paper's code drops it (``zero_beta=True`` reproduces that: γ and β zeroed).
 
+Two options trade exact thresholding for speed: ``round_to`` keeps channel counts at multiples of, say, 8 (oneDNN's
+convs run up to 2x slower on odd widths than on the next multiple of 8), and ``narrow_residual`` removes residual
+channels of a CIFAR ResNet that no block writes to any more (all their writers are pruned and the channel enters
+the stage as a constant), so the stream itself gets narrower and nothing is scattered back into those channels.
+
 The per-layer functions (``prune_conv_out``, ``prune_conv_in``, ``prune_bn``, ...) slice one layer on one side;
 ``prune`` combines them using each model family's known structure.
 """
@@ -21,7 +26,7 @@ from torch import Tensor, nn
 from .models import unwrap
 from .models._common import FoldedBias
 from .models.mobilenetv2 import MobileNetV2
-from .models.resnet import Bottleneck
+from .models.resnet import Bottleneck, CifarResNet, ShortcutA, option_a_index
 from .models.vgg import VGG
 
 __all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",
@@ -113,18 +118,36 @@ def channel_sets(model: nn.Module) -> list[ChannelSet]:
     raise ValueError(f"pruning does not know {type(inner).__name__}; use a model from polar.create_model")
 
 
-def _removed(cs: ChannelSet, threshold: float) -> Tensor:
-    """Channels of the set to remove: any of its γ ≤ threshold; sets that must keep one keep the strongest."""
+def _round_up(kept: int, round_to: int, width: int) -> int:
+    return min(width, -(-kept // round_to) * round_to)
+
+
+def _unremove_strongest(removed: Tensor, strength: Tensor, count: int) -> None:
+    """Keep ``count`` more channels: the removed ones with the largest ``strength``."""
+    candidates = torch.nonzero(removed).flatten()
+    removed[candidates[strength[candidates].argsort(descending=True)[:count]]] = False
+
+
+def _removed(cs: ChannelSet, threshold: float, round_to: int) -> Tensor:
+    """Channels of the set to remove: any of its γ ≤ threshold; sets that must keep one keep the strongest; with
+    ``round_to`` the strongest removed channels stay until the kept count is a multiple of it (or the full width)."""
     gammas = torch.stack([bn.weight.detach() for bn in cs.bns])  # (len(bns), C)
     removed = (gammas <= threshold).any(0)
-    if removed.all() and not cs.allow_empty:
-        removed[gammas.min(0).values.argmax()] = False
+    kept = int((~removed).sum())
+    wanted = 0 if kept == 0 and cs.allow_empty else _round_up(max(kept, 1), round_to, len(removed))
+    _unremove_strongest(removed, gammas.min(0).values, wanted - kept)
     return removed
 
 
-def _plan(model: nn.Module, threshold: float) -> list[Tensor]:
+def _check_round_to(round_to: int) -> None:
+    if not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be a positive integer (1 = no rounding, 8 suits oneDNN), got {round_to!r}")
+
+
+def _plan(model: nn.Module, threshold: float, round_to: int) -> list[Tensor]:
     """For each channel set, in order, the channels to remove."""
-    return [_removed(cs, threshold) for cs in channel_sets(model)]
+    _check_round_to(round_to)
+    return [_removed(cs, threshold, round_to) for cs in channel_sets(model)]
 
 
 def _masked_copy(model: nn.Module, threshold: float, plan: list[Tensor], zero_beta: bool) -> nn.Module:
@@ -140,13 +163,14 @@ def _masked_copy(model: nn.Module, threshold: float, plan: list[Tensor], zero_be
     return masked
 
 
-def mask(model: nn.Module, threshold: float, zero_beta: bool = False) -> nn.Module:
+def mask(model: nn.Module, threshold: float, zero_beta: bool = False, round_to: int = 1) -> nn.Module:
     """A copy whose prunable channels with γ ≤ threshold have γ set to 0 (β kept, so they output a constant).
 
     With ``zero_beta`` (the paper's code): γ and β of every removed channel are zeroed in all BNs of its set.
-    Layers other than ResNet blocks keep their strongest channel even when all γ ≤ threshold.
+    Layers other than ResNet blocks keep their strongest channel even when all γ ≤ threshold; ``round_to`` keeps
+    the strongest of the small-γ channels too, until each layer's kept count is a multiple of it.
     """
-    return _masked_copy(model, threshold, _plan(model, threshold), zero_beta)
+    return _masked_copy(model, threshold, _plan(model, threshold, round_to), zero_beta)
 
 
 # ---------------------------------------------------------------- the model-level prune
@@ -170,10 +194,10 @@ class _Recorder:
             h.remove()
 
     def _keep_input(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        self.seen[id(module)] = args[0].detach()
+        self.seen[id(module)] = args[0].detach().clone()  # a copy: later layers may update the stream in place
 
     def _keep_output(self, module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-        self.seen[id(module)] = out.detach()
+        self.seen[id(module)] = out.detach().clone()
 
     def constant(self, module: nn.Module, channels: Tensor) -> Tensor:
         """The recorded activation of ``channels`` (removed ones), checked to be the same for every sample."""
@@ -196,9 +220,9 @@ def _sizes(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, .
 
 
 def prune(model: nn.Module, threshold: float, zero_beta: bool = False,
-          input_size: tuple[int, ...] | None = None) -> nn.Module:
+          input_size: tuple[int, ...] | None = None, round_to: int = 1, narrow_residual: bool = False) -> nn.Module:
     """A copy with the channels ``mask`` would silence physically removed: smaller dense layers, their constant
-    output folded into the next layer. In eval mode ``prune(m, thr)(x) == mask(m, thr)(x)``.
+    output folded into the next layer. In eval mode ``prune(m, thr, ...)(x) == mask(m, thr, ...)(x)``.
 
     Args:
         model: a model from ``polar.create_model`` (possibly pruned already); it is not modified.
@@ -206,8 +230,14 @@ def prune(model: nn.Module, threshold: float, zero_beta: bool = False,
         zero_beta: the paper's code's behaviour, for comparison: γ and β zeroed, nothing left to fold.
         input_size: the input shape the folded border maps are computed for (default: the model's own, e.g.
             32x32 for CIFAR); maps that turn out spatially constant work at any size.
+        round_to: keep each layer's channel count a multiple of this (the strongest small-γ channels stay), for
+            faster convs; 1 prunes exactly by the threshold.
+        narrow_residual: CIFAR ResNets: also remove residual-stream channels whose every writer is pruned and that
+            enter their stage as a constant (their value is folded into the layers that read them). Other models
+            have no such channel (the stem, a downsample conv or a projection BN writes to each), so this changes
+            nothing there.
     """
-    plan = _plan(model, threshold)
+    plan = _plan(model, threshold, round_to)
     small = _masked_copy(model, threshold, plan, zero_beta)
     removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(small), plan)}
     if isinstance(small, VGG):
@@ -215,7 +245,7 @@ def prune(model: nn.Module, threshold: float, zero_beta: bool = False,
     elif isinstance(small, MobileNetV2):
         _prune_mobilenet(small, removed, _sizes(small, input_size))
     else:
-        _prune_resnet(small, removed, _sizes(small, input_size))
+        _prune_resnet(small, removed, _sizes(small, input_size), narrow_residual, round_to)
     return small
 
 
@@ -266,14 +296,19 @@ def _prune_mobilenet(model: MobileNetV2, removed: dict[int, Tensor], input_size:
         prune_conv_in(block.conv3, keep)
 
 
-def _prune_resnet(model: nn.Module, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
+def _prune_resnet(model: nn.Module, removed: dict[int, Tensor], input_size: tuple[int, ...], narrow_residual: bool,
+                  round_to: int) -> None:
     blocks = [b for b in model.blocks() if b.sparse_bns()]
     convs = {id(b): [b.conv1, b.conv2] + ([b.conv3] if isinstance(b, Bottleneck) else []) for b in blocks}
-    rec = _Recorder(model, [c for b in blocks for c in convs[id(b)][1:]], [b.sparse_bns()[-1] for b in blocks],
-                    input_size)
+    narrow = narrow_residual and isinstance(model, CifarResNet)
+    stream_readers = [*model.blocks(), model.fc] if narrow else []  # a block's input is its conv1's input
+    shortcuts = [b.downsample for b in model.blocks() if b.downsample is not None] if narrow else []
+    rec = _Recorder(model, [c for b in blocks for c in convs[id(b)][1:]] + stream_readers,
+                    [b.sparse_bns()[-1] for b in blocks] + shortcuts, input_size)
     for block in blocks:
         bns, block_convs = block.sparse_bns(), convs[id(block)]
-        folds = [block.fold2] + ([block.fold3] if isinstance(block, Bottleneck) else [])  # after conv2 (, conv3)
+        folds = [getattr(block, "fold1", None), block.fold2] + ([block.fold3] if isinstance(block, Bottleneck) else [])
+        # folds[k] follows block_convs[k]
         device = bns[-1].weight.device
         stream = (block.keep if block.keep is not None else torch.arange(bns[-1].num_features)).to(device)
         residual = torch.zeros(block.out_planes, 1, 1, device=device)
@@ -286,18 +321,99 @@ def _prune_resnet(model: nn.Module, removed: dict[int, Tensor], input_size: tupl
             keep, gone = _split(removed[id(bn)])
             if len(gone) and k + 1 < len(bns):  # inner channels: fold into the next conv's output
                 nxt = block_convs[k + 1]
-                _add_fold(folds[k], _conv_contribution(nxt, gone, rec.constant(nxt, gone)))
+                _add_fold(folds[k + 1], _conv_contribution(nxt, gone, rec.constant(nxt, gone)))
             elif len(gone):  # block outputs: β of removed channels joins the residual stream
                 constant = rec.constant(bn, gone)[0]  # (R, H, W), spatially constant
                 _add_fold(block.fold_out, residual.expand(-1, *constant.shape[1:]).index_add(0, stream[gone], constant))
             prune_conv_out(block_convs[k], keep)
-            if k > 0:
-                prune_folded_bias(folds[k - 1], keep)
+            if folds[k] is not None:
+                prune_folded_bias(folds[k], keep)
             prune_bn(bn, keep)
             if k + 1 < len(bns):
                 prune_conv_in(block_convs[k + 1], keep)
             else:  # all residual channels still written: a plain add again (index_add is slower)
                 block.keep = None if len(keep) == block.out_planes else stream[keep].clone()
+    if narrow:
+        _narrow_streams(model, rec, round_to)
+
+
+def _constant_channels(model: CifarResNet, round_to: int) -> list[Tensor]:
+    """Per stage, which positions of its residual stream hold an input-independent value throughout the stage:
+    no live block writes to them and they enter the stage as a constant (option A's zero padding, or a channel
+    the previous stage narrows). With ``round_to``, enough of them stay that the stream width is a multiple."""
+    constant, previous_kept = [], set(range(16))  # the stem writes every channel of stage 1's input
+    previous_planes = 16
+    for stage, planes, chans in zip(model.stages(), model.stage_planes, model.stream_channels):
+        chans = list(range(planes)) if chans is None else chans
+        pad = (planes - previous_planes) // 2
+        written = torch.zeros(len(chans), dtype=torch.bool)
+        for block in stage:
+            if block.conv1 is not None:
+                written[slice(None) if block.keep is None else block.keep.cpu()] = True
+        enters_constant = torch.tensor([c - pad not in previous_kept for c in chans], dtype=torch.bool)
+        gone = enters_constant & ~written
+        kept = int((~gone).sum())
+        _unremove_strongest(gone, -torch.arange(len(chans), dtype=torch.float), _round_up(kept, round_to, len(chans)) - kept)
+        constant.append(gone)
+        previous_kept = {c for c, g in zip(chans, gone.tolist()) if not g}
+        previous_planes = planes
+    return constant
+
+
+def _narrow_streams(model: CifarResNet, rec: _Recorder, round_to: int) -> None:
+    """Remove the residual channels ``_constant_channels`` finds, folding their values into every reader: each
+    block's conv1 (``fold1``), the next stage's shortcut (``fold_out`` of its first block) and the classifier."""
+    gone_per_stage = _constant_channels(model, round_to)
+    if not any(g.any() for g in gone_per_stage):
+        return
+    device = model.fc.weight.device
+    old = [list(range(p)) if c is None else c for p, c in zip(model.stage_planes, model.stream_channels)]
+    new = [[c for c, g in zip(chans, gone.tolist()) if not g] for chans, gone in zip(old, gone_per_stage)]
+    splits = [tuple(t.to(device) for t in _split(g)) for g in gone_per_stage]
+    previous_split = (torch.arange(16, device=device), torch.zeros(0, dtype=torch.long, device=device))
+    previous_new, previous_planes = list(range(16)), 16
+    for s, (stage, planes) in enumerate(zip(model.stages(), model.stage_planes)):
+        keep, gone = splits[s]
+        position = torch.full((len(old[s]),), -1, dtype=torch.long, device=device)
+        position[keep] = torch.arange(len(keep), device=device)
+        for i, block in enumerate(stage):
+            in_keep, in_gone = previous_split if i == 0 else splits[s]
+            if block.conv1 is not None and len(in_gone):
+                x = rec.constant(block, in_gone)
+                _add_fold(block.fold1, _conv_contribution(block.conv1, in_gone, x))
+                prune_conv_in(block.conv1, in_keep)
+            prune_folded_bias(block.fold_out, keep)
+            if i == 0 and block.downsample is not None:
+                previous_gone = {old[s - 1][p] for p in previous_split[1].tolist()} if s else set()
+                _narrow_shortcut(block, rec, previous_gone, old[s], new[s], previous_new, previous_planes, planes,
+                                 position)
+            if block.keep is not None:
+                moved = position[block.keep]
+                assert bool((moved >= 0).all()), "a narrowed residual channel still has a writer"
+                block.keep = None if len(moved) == len(keep) else moved
+            block.out_planes = len(keep)
+        previous_split, previous_new, previous_planes = splits[s], new[s], planes
+    keep, gone = splits[-1]
+    if len(gone):
+        model.fc.bias.data += rec.constant(model.fc, gone)[0] @ model.fc.weight[:, gone].T
+        prune_linear_in(model.fc, keep)
+    model.stream_channels = [None if chans == list(range(p)) else chans for chans, p in zip(new, model.stage_planes)]
+
+
+def _narrow_shortcut(block: nn.Module, rec: _Recorder, previous_gone: set[int], old: list[int], new: list[int],
+                     previous_new: list[int], previous_planes: int, planes: int, position: Tensor) -> None:
+    """Rebuild a stage's option-A shortcut for the narrowed streams. Channels it used to carry from a now-narrowed
+    channel of the previous stage (full indices ``previous_gone``) get that constant from the block's ``fold_out``
+    instead (it is added right after the shortcut, before the ReLU)."""
+    shortcut = block.downsample
+    pad = (planes - previous_planes) // 2
+    fed = torch.tensor([j for j, c in enumerate(old) if c - pad in previous_gone and position[j] >= 0],
+                       dtype=torch.long, device=position.device)
+    if len(fed):
+        value = rec.constant(shortcut, fed)[0]  # (R, H, W): the subsampled constants
+        _add_fold(block.fold_out, value.new_zeros(len(new), *value.shape[1:]).index_add(0, position[fed], value))
+    index = option_a_index(previous_new, new, previous_planes, planes)
+    block.downsample = ShortcutA(len(previous_new), len(new), shortcut.stride, index).to(position.device)
 
 
 def _drop_branch(block: nn.Module) -> None:
@@ -305,7 +421,7 @@ def _drop_branch(block: nn.Module) -> None:
     for name in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"):
         if hasattr(block, name):
             setattr(block, name, None)
-    for fold in (getattr(block, "fold2", None), getattr(block, "fold3", None)):
+    for fold in (getattr(block, name, None) for name in ("fold1", "fold2", "fold3")):
         if fold is not None:
             fold.bias = None
     block.keep = None

@@ -37,9 +37,10 @@ def find_threshold(model: nn.Module, method: str = "valley", value: float | None
 
 
 def threshold_for_reduction(model: nn.Module, target: float, input_size: tuple[int, ...] | None = None,
-                            tolerance: float = 0.005) -> float:
+                            tolerance: float = 0.005, round_to: int = 1, narrow_residual: bool = False) -> float:
     """The smallest γ threshold whose pruned model removes at least ``target`` of the FLOPs (bisection over the
-    sorted γ; folded pruning). Used to compare methods at matched FLOPs."""
+    sorted γ; folded pruning with the given ``round_to`` and ``narrow_residual``, see ``polar.prune``). Used to
+    compare methods at matched FLOPs."""
     if not 0 <= target < 1:
         raise ValueError(f"target FLOPs reduction must be in [0, 1), got {target}")
     base = cost(model, input_size)
@@ -47,7 +48,9 @@ def threshold_for_reduction(model: nn.Module, target: float, input_size: tuple[i
     lo, hi = 0, len(gammas) - 1  # invariant: threshold gammas[hi] reaches the target (or is the largest)
     while lo < hi:
         mid = (lo + hi) // 2
-        reduction = flops_reduction(base, cost(prune(model, float(gammas[mid]), input_size=input_size), input_size))
+        small = prune(model, float(gammas[mid]), input_size=input_size, round_to=round_to,
+                      narrow_residual=narrow_residual)
+        reduction = flops_reduction(base, cost(small, input_size))
         if reduction >= target - tolerance / 2:
             hi = mid
         else:

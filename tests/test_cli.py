@@ -76,6 +76,15 @@ def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
     # each target is reached (γ tied at exactly 0 by the clamp are pruned together, so it can be overshot)
     assert all(r >= t - 0.0025 for r, t in zip(sweep["flops_reduction"], sweep["target_reduction"]))
 
+    done = _polar("prune", "--run", str(run), "--threshold", "flops:0.3", "--round-to", "8", "--narrow-residual",
+                  "--out", str(tmp_path / "rounded"))
+    assert done.returncode == 0, done.stderr
+    rounded = json.loads((tmp_path / "rounded" / "report.json").read_text())
+    assert rounded["round_to"] == 8 and rounded["narrow_residual"] and rounded["flops_reduction"] >= 0.3 - 0.0025
+    assert all(bn.num_features % 8 == 0 for bn in polar.sparse_bns(polar.load(tmp_path / "rounded" / "model.pt")))
+    done = _polar("prune", "--run", str(run), "--round-to", "0")
+    assert done.returncode == 2 and "round_to must be a positive integer" in done.stderr and "Traceback" not in done.stderr
+
     done = _polar("finetune", "--run", str(run), "--preset", "demo-finetune", "--epochs", "1", "--quiet")
     assert done.returncode == 0, done.stderr
     tuned = polar.load(run / "finetune" / "checkpoint.pt")

@@ -151,3 +151,77 @@ def test_threshold_for_a_target_flops_reduction() -> None:
     below = gammas[gammas < thr].max()  # one γ less pruned falls short of the target
     short = polar.flops_reduction(base, polar.cost(polar.prune(model, float(below))))
     assert reached >= 0.4 - 0.0025 and short < 0.4 - 0.0025
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg16", "mobilenet_v2"])
+def test_round_to_keeps_widths_at_multiples_and_stays_exact(name: str) -> None:
+    model = polarize_randomly(polar.create_model(name), seed=3)
+    exact = polar.prune(model, 0.06)
+    small = polar.prune(model, 0.06, round_to=8).eval()
+    for bn, full in zip(polar.sparse_bns(small), polar.sparse_bns(model)):
+        assert bn.num_features % 8 == 0 or bn.num_features == full.num_features, (bn.num_features, full.num_features)
+    assert polar.count_macs(exact)[0] <= polar.count_macs(small)[0] < polar.count_macs(model)[0]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _outputs_match(polar.mask(model, 0.06, round_to=8).eval()(x), small(x))
+    with pytest.raises(ValueError, match="round_to must be a positive integer"):
+        polar.prune(model, 0.06, round_to=0)
+
+
+def _with_constant_residual_channels(seed: int = 1) -> nn.Module:
+    """A ResNet-20 where no block of stage 2 writes residual channels 0-7 (option A's zero padding) and no block
+    of stage 3 writes channels 0-19: those carry constants through their stage, so the stream can narrow."""
+    model = polarize_randomly(polar.create_model("resnet20"), seed=seed)
+    with torch.no_grad():
+        for block in model.layer2:
+            block.bn2.weight[:8] = 0.01
+        for block in model.layer3:
+            block.bn2.weight[:20] = 0.01
+    return model
+
+
+def test_narrow_residual_removes_constant_stream_channels_exactly(tmp_path: Path) -> None:
+    model = _with_constant_residual_channels()
+    wide = polar.prune(model, 0.06).eval()
+    small = polar.prune(model, 0.06, narrow_residual=True).eval()
+    stream = small.spec()["stream_channels"]
+    assert stream[0] is None and len(stream[1]) <= 24 and len(stream[2]) <= 44
+    assert not set(range(8)) & set(stream[1]) and not set(range(20)) & set(stream[2])
+    assert small.fc.in_features == len(stream[2]) and small.layer2[1].conv1.in_channels == len(stream[1])
+    assert polar.count_macs(small)[0] < polar.count_macs(wide)[0]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = polar.mask(model, 0.06).eval()(x)
+        _outputs_match(expected, small(x))
+        nhwc = copy.deepcopy(small).to(memory_format=torch.channels_last)
+        _outputs_match(expected, nhwc(x.to(memory_format=torch.channels_last)))
+        polar.save(small, tmp_path / "narrow.pt")
+        assert torch.equal(polar.load(tmp_path / "narrow.pt")(x), small(x))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            assert torch.equal(torch.jit.script(small)(x), small(x))
+    polarize_randomly(small, seed=5)  # pruning a narrowed model again composes
+    again = polar.prune(small, 0.06, round_to=8, narrow_residual=True).eval()
+    with torch.no_grad():
+        _outputs_match(polar.mask(small, 0.06, round_to=8).eval()(x), again(x))
+    assert all(len(c) % 8 == 0 for c in again.spec()["stream_channels"] if c is not None)
+
+
+def test_narrow_residual_changes_nothing_without_constant_channels() -> None:
+    model = polarize_randomly(polar.create_model("vgg16"))
+    assert polar.prune(model, 0.06, narrow_residual=True).cfg == polar.prune(model, 0.06).cfg
+    resnet = polarize_randomly(polar.create_model("resnet20"))
+    with torch.no_grad():
+        for stage in (resnet.layer2, resnet.layer3):
+            stage[-1].bn2.weight.fill_(0.5)  # one live writer on every residual channel: nothing may narrow
+    assert "stream_channels" not in polar.prune(resnet, 0.06, narrow_residual=True).spec()
+
+
+def test_channels_last_residual_scatter_matches_nchw() -> None:
+    small = polar.prune(polarize_randomly(polar.create_model("resnet20")), 0.06).train()
+    x = torch.randn(4, 3, 32, 32)
+    out = small(x)
+    out_cl = small.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    _outputs_match(out.detach(), out_cl.detach())  # training mode: the out-of-place scatter, with autograd
+    out_cl.sum().backward()
+    assert all(p.grad is not None for p in small.parameters() if p.requires_grad)
