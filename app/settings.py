@@ -12,7 +12,7 @@ import streamlit as st
 
 import polar
 
-DEMO = dict(model="resnet20", subset=300, epochs=6, batch_size=64, lr=0.1, seed=0, lam=0.01, t=1.2, l1_lam=0.01)
+DEMO = dict(model="resnet20", subset=300, epochs=6, batch_size=32, lr=0.1, seed=0, lam=0.01, t=1.2, l1_lam=0.01)
 PRESETS: dict[str, dict[str, Any]] = {
     "Fast CPU demo": DEMO,
     "Paper settings (ResNet-56, 200 epochs)": dict(model="resnet56", subset=0, epochs=200, batch_size=64, lr=0.1,

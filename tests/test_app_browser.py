@@ -1,8 +1,9 @@
 """End to end in a real browser: `streamlit run` on a free port, Playwright driving Debian's Chromium.
 
-Clicks Start, watches the histograms update, waits for polarization's split (a spike at 0, a valley, a mode away), pauses, prunes, reads the FLOPs
-table, saves a screenshot — and measures what the explorer promises on the default settings: the first histogram
-within 3 s of Start, refreshes at least once a second, and the split visible within 2 minutes.
+Clicks Start, watches the histograms update, waits for polarization's split (a spike at 0, a valley, a mode away),
+pauses, prunes, reads the FLOPs table, saves a screenshot — and measures what the explorer promises on the default
+settings: the first histogram of trained γ within 3 s of Start, refreshes at least once a second while training,
+and the split visible within 2 minutes.
 """
 from __future__ import annotations
 
@@ -70,11 +71,16 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
         start.wait_for(timeout=90_000)
         page.wait_for_timeout(1000)
 
+        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # γ before training, drawn on load
+        assert _status(page).startswith("step 0 ")
+        t_load = time.time()
+        page.get_by_text("Trainer ready.").wait_for(timeout=60_000)  # on a fresh server: torch imported once
+        print(f"\ntrainer ready {time.time() - t_load:.1f}s after the page showed γ")
+
         start.click()
         t0 = time.time()
-        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the histograms are drawn
-        first_histogram = time.time() - t0
-        page.get_by_text(re.compile(r"split into a spike")).first.wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"^step [1-9]\d* · split into a spike")).first.wait_for(timeout=30_000)
+        first_histogram = time.time() - t0  # the first histogram of trained γ
 
         seen: list[tuple[float, str]] = []  # (time, status) whenever the status text changes
         split_at = None
@@ -88,7 +94,7 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
             page.wait_for_timeout(100)
         window = [t for t, _ in seen if 5 <= t]
         refresh_per_s = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 else 0.0
-        print(f"\nfirst histogram {first_histogram:.1f}s after Start; {refresh_per_s:.2f} refreshes/s while "
+        print(f"\nfirst histogram of trained γ {first_histogram:.1f}s after Start; {refresh_per_s:.2f} refreshes/s while "
               f"training; polarization split (spike at 0, valley, mode; L1 not) {split_at if split_at is None else round(split_at, 1)}s "
               f"after Start; {len(seen)} updates seen")
         page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
@@ -107,7 +113,7 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
     reductions = [float(x) for x in re.findall(r"Polarization\s+\S+\s+\S+\s+(\d+\.\d+)", text)]
     assert reductions and reductions[0] > 0
     assert len(seen) >= 2  # the histograms did update while training
-    promised = first_histogram <= 3.0 and refresh_per_s >= 1.0 and split_at is not None and split_at <= 120
-    if not promised:  # issue 5's timing targets, reported (not hidden) while the page is starved during training
-        pytest.xfail(f"timing targets not met: first histogram {first_histogram:.1f}s (target 3s), "
-                     f"{refresh_per_s:.2f} refreshes/s (target 1/s), split at {split_at}s (target 120s)")
+    # what the explorer promises on the 2-core CPU with the default settings
+    assert first_histogram <= 3.0, f"first histogram of trained γ {first_histogram:.1f}s after Start (promised 3 s)"
+    assert refresh_per_s >= 1.0, f"{refresh_per_s:.2f} refreshes/s while training (promised 1/s)"
+    assert split_at is not None and split_at <= 120, f"split not seen within 2 minutes ({split_at})"

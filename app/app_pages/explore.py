@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import uuid
-import os
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
 import charts
 import polar
 from settings import Settings
+import worker
 from worker import DuelTrainer
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
@@ -32,15 +35,29 @@ def device_data(dataset: str, subset: int, device: str) -> tuple[polar.DeviceDat
         return data, f"{dataset} is not available here ({err}). Showing the **synthetic** dataset instead."
 
 
+@st.cache_resource
+def warm_up_trainers() -> None:
+    """Once per server: start the process trainers are forked from (it imports torch while the user reads)."""
+    worker.warm_up()
+
+
+def duel_configs(settings: Settings) -> dict[str, polar.TrainConfig]:
+    """The settings' two configs, on the synthetic dataset when the chosen one is not available."""
+    cfgs = settings.configs()
+    if device_data(settings.dataset, settings.subset, settings.device)[1]:
+        cfgs = {m: polar.TrainConfig(**{**c.to_dict(), "dataset": "synthetic"}) for m, c in cfgs.items()}
+    return cfgs
+
+
 def new_duel(settings: Settings) -> DuelTrainer | None:
+    """A duel for the current settings, not started yet (it shows the initial γ); None with a message when the
+    settings cannot make one."""
     try:
-        cfgs = settings.configs()
-        data, fallback = device_data(settings.dataset, settings.subset, settings.device)
+        cfgs = duel_configs(settings)
+        data = device_data(settings.dataset, settings.subset, settings.device)[0]
     except (polar.ConfigError, ValueError) as err:
         st.error(f"Cannot start: {err}")
         return None
-    if fallback:
-        cfgs = {m: polar.TrainConfig(**{**c.to_dict(), "dataset": "synthetic"}) for m, c in cfgs.items()}
     run_root = RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.model}-{uuid.uuid4().hex[:6]}"
     try:
         return DuelTrainer(cfgs, data, run_root)
@@ -60,8 +77,10 @@ if url_errors:
     st.warning(f"Ignored URL settings {', '.join(url_errors)}: out of range or unreadable; using the defaults.")
 try:
     settings.configs()
+    settings_ok = True
 except (polar.ConfigError, ValueError) as err:
     st.error(f"Fix the settings: {err}")
+    settings_ok = False
 
 data, fallback = device_data(settings.dataset, settings.subset, settings.device)
 if fallback:
@@ -70,7 +89,16 @@ device = polar.resolve_device(settings.device)
 st.caption(f"Data: {data.source} · {data.num_train:,} training images, {len(data.test_y):,} test images · "
            f"device: **{device}**" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
+warm_up_trainers()
 duel: DuelTrainer | None = st.session_state["duel"]
+if duel is None or duel.snapshot().state == "idle":  # an idle duel follows the settings and shows its initial γ
+    if duel is not None and (not settings_ok or duel.cfgs != duel_configs(settings)):
+        duel.stop()
+        duel = st.session_state["duel"] = None
+    if duel is None and settings_ok:
+        duel = st.session_state["duel"] = new_duel(settings)
+    if duel is not None:
+        duel.prepare()  # its trainer process gets ready while the user reads the page
 cols = st.columns(4)
 if cols[0].button("▶ Start", type="primary", width="stretch",
                   disabled=duel is not None and duel.snapshot().state in ("running", "done")):
@@ -89,23 +117,41 @@ if cols[2].button("⏭ Step one epoch", width="stretch",
         duel.step_epoch()
 if cols[3].button("⟲ Reset", width="stretch", disabled=duel is None):
     duel.stop()
-    duel = st.session_state["duel"] = None
+    duel = st.session_state["duel"] = new_duel(settings) if settings_ok else None
+    if duel is not None:
+        duel.prepare()
     st.session_state.update(prune_result=None, tradeoff=None)
 
 c1, c2 = st.columns(2)
 log_y = c1.toggle("log-scale counts", value=False)
 c2.toggle("per-layer γ", value=False, key="show_layers", help="one row per sparse BN: where its γ lie")
 running = duel is not None and duel.snapshot().state == "running"
+getting_ready = duel is not None and duel.snapshot().state == "idle" and not duel.snapshot().ready
 
 
-@st.fragment(run_every=0.5 if running else None)
+CURVES_EVERY = 10  # published steps between redraws of the loss curves while training (the browser's CPU is scarce)
+
+
+def figure(name: str, key: tuple, build: Callable[[], go.Figure]) -> go.Figure:
+    """A figure rebuilt only when ``key`` (what it shows) changed: the fragment polls ~3 times a second and
+    building Plotly figures is most of a rerun's cost."""
+    cached = st.session_state.setdefault("_figures", {}).get(name)
+    if cached is None or cached[0] != key:
+        cached = st.session_state["_figures"][name] = (key, build())
+    return cached[1]
+
+
+@st.fragment(run_every=0.3 if running or getting_ready else None)
 def live() -> None:
-    """Redraws from the latest snapshot; polls twice a second while training runs."""
+    """Redraws from the latest snapshot; polls ~3 times a second while training runs (or the trainer gets ready)."""
     duel: DuelTrainer | None = st.session_state["duel"]
     if duel is None:
-        st.info("Press **Start** to train both networks (or **Step one epoch**).")
+        st.info("Nothing to train until the settings are fixed (see the message above).")
         return
     snap = duel.snapshot()
+    if snap.state == "idle":
+        st.info("Press **Start** to train both networks (or **Step one epoch**). Below: γ before training. "
+                + ("Trainer ready." if snap.ready else "Trainer getting ready…"))
     done_epochs = sorted({e["epoch"] for e in snap.epochs})
     progress = snap.step / max(1, snap.total_steps)
     st.progress(min(1.0, progress), text=f"{snap.state} · step {snap.step}/{snap.total_steps} · epoch "
@@ -120,18 +166,23 @@ def live() -> None:
     if replay not in (None, "latest"):
         hist = {e["method"]: e for e in snap.epochs if e["epoch"] == replay}
     threshold = st.session_state.get("threshold")
-    st.plotly_chart(charts.histograms(hist, duel.upper, threshold, log_y), width="stretch",
+    shown = (id(duel), snap.published_at, len(snap.epochs), replay)
+    st.plotly_chart(figure("histograms", (*shown, threshold, log_y),
+                           lambda: charts.histograms(hist, duel.upper, threshold, log_y)), width="stretch",
                     key="histograms")
     yes = {True: "yes", False: "no"}
     st.caption(f"step {snap.step} · split into a spike at 0 and a mode away: polarization "
                f"{yes[hist['polar']['split']]} · L1 {yes[hist['l1']['split']]} · "
                f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}")
     if snap.steps or snap.epochs:
-        st.plotly_chart(charts.curves(snap.steps, snap.epochs), width="stretch", key="curves")
+        steps_shown = len(snap.steps) // CURVES_EVERY if snap.state == "running" else len(snap.steps)
+        st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs)),
+                               lambda: charts.curves(snap.steps, snap.epochs)), width="stretch", key="curves")
     if st.session_state.get("show_layers"):
-        st.plotly_chart(charts.layer_heatmaps(hist, duel.upper), width="stretch", key="layers")
-    if running and snap.state != "running":
-        st.rerun()  # training ended or paused: switch the page out of polling mode
+        st.plotly_chart(figure("layers", shown, lambda: charts.layer_heatmaps(hist, duel.upper)), width="stretch",
+                        key="layers")
+    if running and snap.state != "running" or getting_ready and snap.ready:
+        st.rerun()  # training ended or paused, or the trainer is ready: switch the page out of polling mode
 
 
 live()
