@@ -41,6 +41,12 @@ def test_polar_vs_l1_fast_mode_writes_results(tmp_path: Path) -> None:
     for method in ("polar", "l1", "none"):  # the run directories that make a re-run resume instead of retrain
         assert polar.RunDir(tmp_path / "runs" / "resnet20_synthetic" / method).load_checkpoint()["epoch"] == 2
 
+    _run("bench/narrow_residual.py", "--run", str(tmp_path / "runs" / "resnet20_synthetic" / "polar"),
+         "--repeats", "1", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "narrow_residual.json").read_text())["rows"]
+    assert [r["round_to"] for r in rows] == [1, 8] and all(r["speedup_b64"] > 0 for r in rows)
+    assert all(r["flops_reduction_narrow"] >= r["flops_reduction_wide"] for r in rows)
+
 
 def test_throughput_and_speedup_scripts_run(tmp_path: Path) -> None:
     _run("bench/train_throughput.py", "--device", "cpu", "--steps", "2", "--warmup", "1", "--repeats", "1",

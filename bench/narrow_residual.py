@@ -1,0 +1,61 @@
+"""What narrowing the residual stream buys on a trained polarized network: pruned at its valley threshold without
+and with ``narrow_residual`` (exact widths and ``round_to=8``): residual-stream widths, FLOPs and CPU latency.
+
+    python bench/narrow_residual.py --run runs/polar_vs_l1/resnet20_cifar10/polar   # a run of bench/polar_vs_l1.py
+
+Needs a trained run (polar train or bench/polar_vs_l1.py); prints a table and writes
+results/bench/narrow_residual.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import polar
+from prune_speedup import latency_ms
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="a run directory with checkpoint.pt (a CIFAR ResNet)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", default=str(REPO / "results" / "bench"))
+    args = parser.parse_args()
+    run = polar.RunDir(args.run)
+    model = polar.load(run.checkpoint_path).eval()
+    threshold = polar.find_threshold(model, "valley")
+    base = polar.cost(model)
+    print(f"{args.run}: valley threshold {threshold:.3f}; CPU, channels_last, batch 64, median of {args.repeats}, "
+          "the two pruned networks timed alternately")
+    print(f"{'round_to':>8}{'stream widths':>16}{'FLOPs red.':>11}{'narrowed':>10}{'wide ms':>9}{'narrow ms':>10}"
+          f"{'speed-up':>9}")
+    rows = []
+    for round_to in (1, 8):
+        wide = polar.prune(model, threshold, round_to=round_to).eval()
+        narrow = polar.prune(model, threshold, round_to=round_to, narrow_residual=True).eval()
+        streams = [len(c) if c is not None else p for c, p in zip(narrow.stream_channels, narrow.stage_planes)]
+        wide_ms, narrow_ms = [], []
+        for _ in range(8):  # alternate, so load drift on the machine hits both alike
+            wide_ms.append(latency_ms(wide, 64, args.repeats, True))
+            narrow_ms.append(latency_ms(narrow, 64, args.repeats, True))
+        row = {"round_to": round_to, "stream_widths": streams,
+               "flops_reduction_wide": polar.flops_reduction(base, polar.cost(wide)),
+               "flops_reduction_narrow": polar.flops_reduction(base, polar.cost(narrow)),
+               "wide_ms_b64": statistics.median(wide_ms), "narrow_ms_b64": statistics.median(narrow_ms)}
+        row["speedup_b64"] = row["wide_ms_b64"] / row["narrow_ms_b64"]
+        rows.append(row)
+        print(f"{round_to:>8}{'/'.join(map(str, streams)):>16}{row['flops_reduction_wide']:>10.1%}"
+              f"{row['flops_reduction_narrow']:>9.1%}{row['wide_ms_b64']:>9.1f}{row['narrow_ms_b64']:>10.1f}"
+              f"{row['speedup_b64']:>8.2f}x")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "narrow_residual.json").write_text(json.dumps({"run": args.run, "threshold": threshold, "rows": rows,
+                                                          "code": Path(__file__).read_text()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
