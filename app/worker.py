@@ -180,7 +180,8 @@ class DuelTrainer:
                 with self._lock:
                     s = self._snapshot
                     s.step, s.hist, s.published_at = payload["step"], payload["hist"], time.time()
-                    s.steps = s.steps + [{"step": payload["step"], **payload["losses"]}]
+                    if "losses" in payload:  # sent once both models took the step
+                        s.steps = s.steps + [{"step": payload["step"], **payload["losses"]}]
             elif kind == "epoch":
                 with self._lock:
                     s = self._snapshot
@@ -248,6 +249,9 @@ def _train_duel(cfgs: dict[str, polar.TrainConfig], data: polar.DeviceDataset, r
         torch.save({m: model.state_dict() for m, model in models.items()}, weights)
         updates.put(("parked", {"state": state, "message": message, "read": read, "weights": weights.getvalue()}))
 
+    def hist_now() -> dict[str, dict]:
+        return {m: binned(polar.gamma_snapshot(model), upper) for m, model in models.items()}
+
     _warm_up(models["polar"], data, cfgs["polar"])
     updates.put(("ready", None))
     gens = {m: polar.train(cfgs[m], run_dir=run_root / m, model=models[m], data=data) for m in METHODS}
@@ -279,14 +283,17 @@ def _train_duel(cfgs: dict[str, polar.TrainConfig], data: polar.DeviceDataset, r
                 if isinstance(event, polar.StepEvent):
                     losses[f"loss_{m}"] = float(event.loss)  # CPU-GPU sync, once per step for the curves
                     step = event.step
+                    if m != METHODS[-1] and time.time() - last_publish >= publish_every:
+                        # between the two models' steps too: each histogram is redrawn as soon as its model moved
+                        updates.put(("step", {"step": step, "hist": hist_now()}))
+                        last_publish = time.time()
                 else:
                     finished_epoch = event.epoch
                     hist = binned(event.gammas, upper)
                     updates.put(("epoch", {"row": {"method": m, **event.metrics(), **hist}, "hist": hist,
                                            "seconds": event.seconds}))
             if finished_epoch is None and time.time() - last_publish >= publish_every:
-                hist = {m: binned(polar.gamma_snapshot(model), upper) for m, model in models.items()}
-                updates.put(("step", {"step": step, "losses": dict(losses), "hist": hist}))
+                updates.put(("step", {"step": step, "losses": dict(losses), "hist": hist_now()}))
                 last_publish = time.time()
             if finished_epoch is not None and pause_after == finished_epoch:
                 running, pause_after = False, None

@@ -173,7 +173,7 @@ def live() -> None:
     yes = {True: "yes", False: "no"}
     st.caption(f"step {snap.step} · split into a spike at 0 and a mode away: polarization "
                f"{yes[hist['polar']['split']]} · L1 {yes[hist['l1']['split']]} · "
-               f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}")
+               f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}.{int(snap.published_at * 10) % 10}")
     if snap.steps or snap.epochs:
         steps_shown = len(snap.steps) // CURVES_EVERY if snap.state == "running" else len(snap.steps)
         st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs)),
