@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import polar
-from prune_speedup import latency_ms
+from prune_speedup import paired_latency_ms
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,15 +36,12 @@ def main() -> None:
     for round_to in (1, 8):
         wide = polar.prune(model, threshold, round_to=round_to).eval()
         narrow = polar.prune(model, threshold, round_to=round_to, narrow_residual=True).eval()
-        streams = [len(c) if c is not None else p for c, p in zip(narrow.stream_channels, narrow.stage_planes)]
-        wide_ms, narrow_ms = [], []
-        for _ in range(8):  # alternate, so load drift on the machine hits both alike
-            wide_ms.append(latency_ms(wide, 64, args.repeats, True))
-            narrow_ms.append(latency_ms(narrow, 64, args.repeats, True))
+        streams = [len(chans) for chans in narrow.stream_lists()]
+        wide_ms, narrow_ms = paired_latency_ms(wide, narrow, 64, args.repeats, True, rounds=8)
         row = {"round_to": round_to, "stream_widths": streams,
                "flops_reduction_wide": polar.flops_reduction(base, polar.cost(wide)),
                "flops_reduction_narrow": polar.flops_reduction(base, polar.cost(narrow)),
-               "wide_ms_b64": statistics.median(wide_ms), "narrow_ms_b64": statistics.median(narrow_ms)}
+               "wide_ms_b64": wide_ms, "narrow_ms_b64": narrow_ms}
         row["speedup_b64"] = row["wide_ms_b64"] / row["narrow_ms_b64"]
         rows.append(row)
         print(f"{round_to:>8}{'/'.join(map(str, streams)):>16}{row['flops_reduction_wide']:>10.1%}"

@@ -53,6 +53,16 @@ def latency_ms(model: torch.nn.Module, batch: int, repeats: int, channels_last: 
     return 1000 * statistics.median(times)
 
 
+def paired_latency_ms(a: torch.nn.Module, b: torch.nn.Module, batch: int, repeats: int, channels_last: bool,
+                      rounds: int) -> tuple[float, float]:
+    """Median latencies of two models timed in alternating rounds, so load drift on the machine hits both alike."""
+    a_ms, b_ms = [], []
+    for _ in range(rounds):
+        a_ms.append(latency_ms(a, batch, repeats, channels_last))
+        b_ms.append(latency_ms(b, batch, repeats, channels_last))
+    return statistics.median(a_ms), statistics.median(b_ms)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet56,vgg16,mobilenet_v2")
@@ -78,12 +88,8 @@ def main() -> None:
                "flops_reduction": polar.flops_reduction(base, pruned), "macs": base.macs, "macs_pruned": pruned.macs,
                "ideal_speedup": ideal}
         for batch in (64, 1):
-            orig_ms, small_ms = [], []
-            for _ in range(3):  # alternate, so load drift on the machine hits both alike
-                orig_ms.append(latency_ms(model, batch, args.repeats, args.channels_last))
-                small_ms.append(latency_ms(small, batch, args.repeats, args.channels_last))
-            row |= {f"orig_ms_b{batch}": statistics.median(orig_ms), f"pruned_ms_b{batch}": statistics.median(small_ms),
-                    f"speedup_b{batch}": statistics.median(orig_ms) / statistics.median(small_ms)}
+            orig_ms, small_ms = paired_latency_ms(model, small, batch, args.repeats, args.channels_last, rounds=3)
+            row |= {f"orig_ms_b{batch}": orig_ms, f"pruned_ms_b{batch}": small_ms, f"speedup_b{batch}": orig_ms / small_ms}
         rows.append(row)
         print(f"{name:<14}{round_to:>6}{row['flops_reduction']:>10.1%}{ideal:>7.2f}x{row['orig_ms_b64']:>19.1f}"
               f"{row['pruned_ms_b64']:>11.1f}{row['speedup_b64']:>9.2f}x{row['speedup_b64'] / ideal:>9.2f}"

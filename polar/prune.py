@@ -343,8 +343,7 @@ def _constant_channels(model: CifarResNet, round_to: int) -> list[Tensor]:
     the previous stage narrows). With ``round_to``, enough of them stay that the stream width is a multiple."""
     constant, previous_kept = [], set(range(16))  # the stem writes every channel of stage 1's input
     previous_planes = 16
-    for stage, planes, chans in zip(model.stages(), model.stage_planes, model.stream_channels):
-        chans = list(range(planes)) if chans is None else chans
+    for stage, planes, chans in zip(model.stages(), model.stage_planes, model.stream_lists()):
         pad = (planes - previous_planes) // 2
         written = torch.zeros(len(chans), dtype=torch.bool)
         for block in stage:
@@ -367,7 +366,7 @@ def _narrow_streams(model: CifarResNet, rec: _Recorder, round_to: int) -> None:
     if not any(g.any() for g in gone_per_stage):
         return
     device = model.fc.weight.device
-    old = [list(range(p)) if c is None else c for p, c in zip(model.stage_planes, model.stream_channels)]
+    old = model.stream_lists()
     new = [[c for c, g in zip(chans, gone.tolist()) if not g] for chans, gone in zip(old, gone_per_stage)]
     splits = [tuple(t.to(device) for t in _split(g)) for g in gone_per_stage]
     previous_split = (torch.arange(16, device=device), torch.zeros(0, dtype=torch.long, device=device))

@@ -223,8 +223,7 @@ class CifarResNet(_ResNetBase):
         self.relu = nn.ReLU(inplace=True)
         previous, previous_planes = list(range(16)), 16  # the stem's channels feed stage 1
         stages = []
-        for planes, stride, chans in zip(self.stage_planes, (1, 2, 2), self.stream_channels):
-            current = list(range(planes)) if chans is None else chans
+        for planes, stride, current in zip(self.stage_planes, (1, 2, 2), self.stream_lists()):
             index = option_a_index(previous, current, previous_planes, planes)
             layer = []
             for i in range(n):
@@ -248,6 +247,11 @@ class CifarResNet(_ResNetBase):
 
     def stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3]
+
+    def stream_lists(self) -> list[list[int]]:
+        """Per stage, the residual channels that remain, spelled out (``stream_channels`` with None meaning all)."""
+        return [list(range(planes)) if chans is None else chans
+                for planes, chans in zip(self.stage_planes, self.stream_channels)]
 
     def spec(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this (possibly pruned) architecture."""
