@@ -2,9 +2,11 @@
 
 Baseline: a torchvision-style CIFAR dataset (uint8 array -> PIL image per sample) with Pad/RandomCrop/Flip/
 ToTensor/Normalize transforms in a DataLoader, the model in default (NCHW) memory format, the polarization
-penalty added to the loss and γ clamped after each step. Polar: ``polar.train`` itself (device-resident data,
-batched augmentation, channels_last, bf16 autocast on CUDA). Same model, batch size, regularizer and images,
-measured in one run; the baseline gets its better DataLoader setting (0 or 2 workers on CPU).
+penalty added to the loss and γ clamped after each step, fp32. Polar: ``polar.train`` itself (device-resident data,
+batched augmentation, channels_last), once in fp32 (``amp=False``) and once with bf16 autocast (``amp=True``: on
+CUDA, and on CPUs with native bf16; elsewhere it falls back to fp32 and says so). Same model, batch size,
+regularizer and images, measured in one run, interleaved; the baseline gets its better DataLoader setting (0 or 2
+workers on CPU).
 
     python bench/train_throughput.py                       # resnet20, batch 128, on the best device
     python bench/train_throughput.py --device cpu --model resnet56 --repeats 5
@@ -45,9 +47,6 @@ class PilCifar(Dataset):
         return self.transform(Image.fromarray(self.data[i])), self.targets[i]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def baseline_images_per_s(images: polar.ImageTensors, model_name: str, batch: int, steps: int, warmup: int,
@@ -65,7 +64,7 @@ def baseline_images_per_s(images: polar.ImageTensors, model_name: str, batch: in
     while done < warmup + steps:
         for x, y in loader:
             if done == warmup:
-                _sync(device)
+                polar.synchronize(device)
                 t0 = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y) + reg(model)
@@ -76,24 +75,24 @@ def baseline_images_per_s(images: polar.ImageTensors, model_name: str, batch: in
             done += 1
             if done == warmup + steps:
                 break
-    _sync(device)
+    polar.synchronize(device)
     return steps * batch / (time.perf_counter() - t0)
 
 
 def polar_images_per_s(images: polar.ImageTensors, model_name: str, batch: int, steps: int, warmup: int,
-                       device: torch.device) -> float:
+                       device: torch.device, amp: bool) -> float:
     data = polar.DeviceDataset(images, device)
     epochs = -(-(warmup + steps) // data.steps_per_epoch(batch))
     cfg = polar.TrainConfig(model=model_name, dataset="cifar10", epochs=epochs, batch_size=batch, lr=0.05,
-                            lr_schedule="constant", reg="polar", lam=1e-4, t=1.2, device=str(device))
+                            lr_schedule="constant", reg="polar", lam=1e-4, t=1.2, device=str(device), amp=amp)
     t0 = 0.0
     for event in polar.train(cfg, data=data):
         if isinstance(event, polar.StepEvent):
             if event.step == warmup:
-                _sync(device)
+                polar.synchronize(device)
                 t0 = time.perf_counter()
             if event.step == warmup + steps:
-                _sync(device)
+                polar.synchronize(device)
                 return steps * batch / (time.perf_counter() - t0)
     raise RuntimeError("not enough steps")
 
@@ -117,24 +116,31 @@ def main() -> None:
     worker_options = [0, 2] if device.type == "cpu" else [8]
     print(f"{args.model}, batch {args.batch_size}, {dataset}, {device} "
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})")
-    runs: dict[str, list[float]] = {f"baseline_workers{w}": [] for w in worker_options} | {"polar": []}
-    for r in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
+    bf16 = polar.uses_bf16(device, True)
+    print(f"bf16 autocast on {device}: {'yes' if bf16 else 'no (no native bf16: polar_bf16 runs fp32)'}")
+    runs: dict[str, list[float]] = {f"baseline_workers{w}": [] for w in worker_options} | {"polar_fp32": [],
+                                                                                           "polar_bf16": []}
+    for r in range(args.repeats):  # interleaved, so drift in machine load hits every variant alike
         for w in worker_options:
             runs[f"baseline_workers{w}"].append(baseline_images_per_s(images, args.model, args.batch_size, args.steps,
                                                                       args.warmup, device, w))
-        runs["polar"].append(polar_images_per_s(images, args.model, args.batch_size, args.steps, args.warmup, device))
+        for amp in (False, True):
+            runs[f"polar_{'bf16' if amp else 'fp32'}"].append(
+                polar_images_per_s(images, args.model, args.batch_size, args.steps, args.warmup, device, amp))
         print(f"  repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in runs.items()))
     median = {k: statistics.median(v) for k, v in runs.items()}
-    base_key = max((k for k in median if k != "polar"), key=median.get)
-    ratio = median["polar"] / median[base_key]
-    print(f"baseline ({base_key}): {median[base_key]:.0f} img/s | polar: {median['polar']:.0f} img/s | "
-          f"ratio {ratio:.2f}x (median of {args.repeats})")
+    base_key = max((k for k in median if k.startswith("baseline")), key=median.get)
+    ratios = {k: median[k] / median[base_key] for k in ("polar_fp32", "polar_bf16")}
+    ratio = max(ratios.values())
+    print(f"baseline ({base_key}): {median[base_key]:.0f} img/s | polar fp32: {median['polar_fp32']:.0f} img/s "
+          f"({ratios['polar_fp32']:.2f}x) | polar bf16: {median['polar_bf16']:.0f} img/s ({ratios['polar_bf16']:.2f}x) "
+          f"(medians of {args.repeats})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": args.model, "batch_size": args.batch_size, "dataset": dataset, "device": str(device),
               "threads": torch.get_num_threads(), "runs": runs, "median": median, "baseline": base_key,
-              "ratio": ratio, "torch": torch.__version__, "code": Path(__file__).read_text()}
-    (out / f"train_throughput_{device.type}.json").write_text(json.dumps(result, indent=1))
+              "bf16": bf16, "ratios": ratios, "ratio": ratio, "torch": torch.__version__, "code": Path(__file__).read_text()}
+    (out / f"train_throughput_{device.type}.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from .config import ConfigError, TrainConfig
 from .flops import cost, flops_reduction
 from .prune import prune
 from .threshold import NoValleyError, find_threshold
-from .train import EpochEvent, evaluate, initial_model, load_training_data, resolve_device, train
+from .device import resolve_device
+from .train import EpochEvent, evaluate, initial_model, load_training_data, train
 
 __all__ = ["Trial", "search_lambda"]
 

@@ -9,10 +9,8 @@ Distributed data parallel runs when launched with torchrun (one process per GPU,
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +22,14 @@ from torch import Tensor, nn
 from .config import ConfigError, TrainConfig
 from .data import DeviceDataset
 from .datasets import load_dataset
+from .device import autocast, init_distributed, rank_world, synchronize
 from .saving import model_from_record
 from .schedule import lr_at
 from .models import create_model, sparse_bns, unwrap
 from .regularizers import Regularizer, make_regularizer
 from .runs import CheckpointError, RunDir, read_torch_file
 
-__all__ = ["StepEvent", "EpochEvent", "train", "evaluate", "resolve_device", "lr_at", "gamma_snapshot",
+__all__ = ["StepEvent", "EpochEvent", "train", "evaluate", "lr_at", "gamma_snapshot",
            "build_optimizer", "initial_model", "load_training_data"]
 
 
@@ -73,19 +72,6 @@ class EpochEvent:
                 "gamma_in_0.1_0.4": float(((all_gamma > 0.1) & (all_gamma < 0.4)).float().mean())}
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; anything else must name an available device."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     """SGD with momentum; BatchNorm γ and β are exempt from weight decay unless ``bn_wd`` (the paper's --bn-wd)."""
     bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -111,12 +97,12 @@ def evaluate(model: nn.Module, data: DeviceDataset, batch_size: int = 1000, chan
     """Mean cross-entropy and accuracy on the test split (summed over ranks when distributed)."""
     was_training = model.training
     model.eval()
-    rank, world = _rank_world()
+    rank, world = rank_world()
     device = data.device
     total = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
     for x, y in data.test_batches(batch_size, rank, world):
         x, y = _to_input(x, y, device, channels_last)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
         total += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
                               (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=device).double()])
@@ -134,32 +120,17 @@ def _to_input(x: Tensor, y: Tensor, device: torch.device, channels_last: bool) -
     return x, y.to(device, non_blocking=True)
 
 
-def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when asked; CPU training stays fp32 (bf16 is slower there on most CPUs)."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _init_distributed(cfg: TrainConfig) -> torch.device:
-    """Join the torchrun process group when launched by torchrun; return this process's device."""
-    device = resolve_device(cfg.device)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
 def initial_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """Fresh weights from the seed (so polar/L1/none runs share them), or the weights in ``cfg.init``."""
+    """Fresh weights from the seed (so polar/L1/none runs share them), the weights in the file ``cfg.init``, or
+    with ``init="pretrained"`` the trained baseline Polar ships for ``cfg.model`` (``polar.pretrained``)."""
+    if cfg.init == "pretrained":
+        from .pretrained import pretrained
+
+        model = pretrained(cfg.model).train()
+        if model.num_classes != num_classes:
+            raise ConfigError(f"the pretrained {cfg.model} has {model.num_classes} classes but {cfg.dataset} has "
+                              f"{num_classes}; use --init '' (fresh weights) for this dataset")
+        return model
     if cfg.init:
         model = model_from_record(read_torch_file(cfg.init))
         if unwrap(model).num_classes != num_classes:
@@ -192,8 +163,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
         data: reuse an already loaded dataset (the app trains two models on one copy).
         reg: a regularizer object instead of the one ``cfg.reg``/``lam``/``t`` describe.
     """
-    device = _init_distributed(cfg)
-    rank, world = _rank_world()
+    device = init_distributed(cfg.device)
+    rank, world = rank_world()
     data = data if data is not None else load_training_data(cfg, device)
     model = model if model is not None else initial_model(cfg, data.num_classes)
     reg = reg if reg is not None else make_regularizer(cfg.reg, cfg.lam, cfg.t, cfg.upper)
@@ -222,7 +193,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     step = start_epoch * steps_per_epoch
     model.train()
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, reg, correct, count
         for x, y in data.train_batches(cfg.batch_size, seed=cfg.seed * 10_000 + epoch, rank=rank, world_size=world):
@@ -230,7 +201,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
             lr = lr_at(step, total_steps, cfg, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _autocast(device, cfg.amp):
+            with autocast(device, cfg.amp):
                 logits = ddp_model(x)
             loss = F.cross_entropy(logits.float(), y)
             penalty = reg(model)
@@ -246,9 +217,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
             yield StepEvent(epoch, step, steps_per_epoch, lr, loss, penalty)
         if world > 1:
             dist.all_reduce(sums)
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - t0
-        test_loss, test_acc = evaluate(ddp_model, data, channels_last=channels_last, amp=cfg.amp)
+        # in fp32 even when training in bf16: the accuracy reported is the one polar.evaluate(model) reproduces
+        test_loss, test_acc = evaluate(ddp_model, data, channels_last=channels_last)
         loss_sum, reg_sum, correct, count = sums.tolist()  # CPU-GPU sync, once per epoch
         event = EpochEvent(epoch, step, lr, loss_sum / count, correct / count, reg_sum / count, test_loss, test_acc,
                            seconds, count / seconds, gamma_snapshot(model))
@@ -280,8 +252,3 @@ def _restore(runs: RunDir, cfg: TrainConfig, model: nn.Module, optimizer: torch.
         torch.set_rng_state(ckpt["rng"])
     runs.write_config(cfg.to_dict())
     return int(ckpt["epoch"]), runs.read_metrics()[: int(ckpt["epoch"])]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -53,6 +53,8 @@ def test_throughput_and_speedup_scripts_run(tmp_path: Path) -> None:
          "--out", str(tmp_path))
     result = json.loads((tmp_path / "train_throughput_cpu.json").read_text())
     assert result["ratio"] > 0 and "baseline_workers0" in result["median"] and "def main" in result["code"]
+    assert set(result["ratios"]) == {"polar_fp32", "polar_bf16"} and result["bf16"] == polar.uses_bf16(
+        polar.resolve_device("cpu"), True)
     _run("bench/prune_speedup.py", "--models", "resnet20", "--repeats", "1", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "prune_speedup_channels_last.json").read_text())["rows"]
     assert [(r["model"], r["round_to"]) for r in rows] == [("resnet20", 1), ("resnet20", 8)]

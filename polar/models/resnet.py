@@ -84,6 +84,8 @@ def _add_residual(identity: Tensor, out: Tensor, keep: Tensor | None) -> Tensor:
     """
     if keep is None:
         return identity + out
+    dtype = torch.promote_types(identity.dtype, out.dtype)  # under autocast one side may be bf16, as `+` allows
+    identity, out = identity.to(dtype), out.to(dtype)
     nhwc = identity.dim() == 4 and identity.is_contiguous(memory_format=torch.channels_last) \
         and out.is_contiguous(memory_format=torch.channels_last)
     if nhwc:
