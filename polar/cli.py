@@ -8,15 +8,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from tqdm import tqdm
 
 from ._io import atomic_write_text
 from .config import SCHEDULES, ConfigError, TrainConfig
+from .device import rank_world, resolve_device
 from .runs import RunDir
 from .train import EpochEvent, StepEvent, train
 
@@ -36,8 +39,15 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f"(default {f.default!r} or the preset's)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ``polar: error: ...`` (exit 2) like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"polar: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="polar", description="Polarization-regularized channel pruning.")
+    parser = _Parser(prog="polar", description="Polarization-regularized channel pruning.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="sparsity training with polarization, L1 or no regularizer")
     p.add_argument("--preset", default="cifar", choices=sorted(SCHEDULES),
@@ -90,11 +100,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_training(cfg: TrainConfig, out: str, resume: bool, quiet: bool) -> None:
     """Consume polar.train's events: a progress bar over steps and one line per epoch (rank 0 only)."""
-    from .train import _rank_world  # rank is known only after train() joins the process group
-
     bar = None
     for event in train(cfg, run_dir=out, resume=resume):
-        main_rank = _rank_world()[0] == 0
+        main_rank = rank_world()[0] == 0  # known only once train() joined the group
         if isinstance(event, StepEvent) and main_rank and not quiet:
             if bar is None:
                 bar = tqdm(total=cfg.epochs * event.steps_per_epoch, initial=event.step - 1, unit="step",
@@ -112,12 +120,31 @@ def _run_training(cfg: TrainConfig, out: str, resume: bool, quiet: bool) -> None
         bar.close()
 
 
+def _writable_dir(path: str | Path, flag: str) -> Path:
+    """``path`` as a folder this process can write into (created if missing), checked before any expensive work;
+    a ConfigError naming ``flag`` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{flag} {path} cannot be written ({err.strerror}); choose another {flag}") from None
+    return path
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     run = RunDir(args.out)
+    if not args.resume and run.checkpoint_path.is_file():
+        raise ConfigError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     if args.resume:
         cfg = TrainConfig.from_dict({**run.read_config(), **_overrides(args)})
     else:
         cfg = TrainConfig.from_preset(args.preset, **_overrides(args))
+    resolve_device(cfg.device)
+    _writable_dir(args.out, "--out")
     _run_training(cfg, args.out, args.resume, args.quiet)
 
 
@@ -127,10 +154,23 @@ def _parse_threshold(text: str) -> tuple[str, float | None]:
         return method, None
     if method in ("percent", "fixed", "flops") and value:
         try:
-            return method, float(value)
+            number = float(value)
         except ValueError:
-            pass
-    raise ConfigError(f"--threshold must be valley, percent:SHARE, fixed:VALUE or flops:REDUCTION, got {text!r}")
+            number = math.nan
+        if math.isfinite(number) and (method == "fixed" or 0 <= number < 1):
+            return method, number
+    raise ConfigError("--threshold must be valley, percent:SHARE (0-1), fixed:VALUE or flops:REDUCTION (0-1), "
+                      f"got {text!r}")
+
+
+def _parse_reductions(text: str) -> list[float]:
+    try:
+        values = [float(r) for r in text.split(",")] if text else []
+    except ValueError:
+        values = [math.nan]
+    if not all(math.isfinite(r) and 0 <= r < 1 for r in values):
+        raise ConfigError(f"--sweep must be FLOPs reductions in [0, 1) separated by commas, e.g. 0.1,0.3,0.5; got {text!r}")
+    return values
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
@@ -142,10 +182,14 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from .threshold import find_threshold, threshold_for_reduction
     from .train import evaluate
 
+    method, value = _parse_threshold(args.threshold)  # every argument is checked before anything is loaded
+    reductions = _parse_reductions(args.sweep)
+    if args.round_to < 1:
+        raise ConfigError(f"--round-to must be a positive integer (1 = exact threshold), got {args.round_to}")
     run = RunDir(args.run)
     cfg = TrainConfig.from_dict(run.read_config())
+    out = _writable_dir(args.out or run.path / "pruned", "--out")
     model = load(run.checkpoint_path)
-    method, value = _parse_threshold(args.threshold)
     options = {"round_to": args.round_to, "narrow_residual": args.narrow_residual}
     if method == "flops":
         threshold = threshold_for_reduction(model, float(value), **options)  # type: ignore[arg-type]
@@ -159,16 +203,16 @@ def cmd_prune(args: argparse.Namespace) -> None:
               "flops_before": before.flops, "flops_after": after.flops, "params_before": before.params,
               "params_after": after.params, "flops_reduction": flops_reduction(before, after),
               "acc_before_pruning": evaluate(model, data)[1], "acc_after_pruning": evaluate(small, data)[1]}
-    out = Path(args.out) if args.out else run.path / "pruned"
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"  # a NaN would make invalid JSON: fail before writing
     save(small, out / "model.pt")
-    atomic_write_text(json.dumps(report, indent=2) + "\n", out / "report.json")
+    atomic_write_text(text, out / "report.json")
     print(f"threshold {threshold:.4f} ({args.threshold}): MACs {before.macs / 1e6:.2f}M -> {after.macs / 1e6:.2f}M "
           f"(FLOPs reduction {report['flops_reduction']:.1%}), params {before.params / 1e6:.3f}M -> "
           f"{after.params / 1e6:.3f}M, test acc {report['acc_before_pruning']:.4f} -> {report['acc_after_pruning']:.4f} "
           f"before fine-tuning; wrote {out}/model.pt and report.json")
-    if args.sweep:
-        reductions = [float(r) for r in args.sweep.split(",")]
-        table = sweep(model, data, reductions=reductions)
+    if reductions:
+        table = sweep(model, data, reductions=reductions, round_to=args.round_to,
+                      narrow_residual=args.narrow_residual)
         table.to_csv(out / "sweep.csv", index=False)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
@@ -176,6 +220,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def cmd_finetune(args: argparse.Namespace) -> None:
     run = RunDir(args.run)
     pruned = Path(args.pruned) if args.pruned else run.path / "pruned" / "model.pt"
+    if not pruned.is_file():
+        raise ConfigError(f"{pruned} does not exist; run polar prune --run {run.path} first or pass --pruned")
     out = args.out or str(run.path / "finetune")
     if args.resume:
         cfg = TrainConfig.from_dict({**RunDir(out).read_config(), **_overrides(args)})
@@ -184,13 +230,23 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                                                                      "subset", "seed", "device", "workers")}
         cfg = TrainConfig.from_preset(args.preset, **{**base, "reg": "none", "lam": 0.0, "init": str(pruned),
                                                       **_overrides(args)})
+    resolve_device(cfg.device)
+    _writable_dir(out, "--out")
     _run_training(cfg, out, args.resume, args.quiet)
 
 
 def cmd_search(args: argparse.Namespace) -> None:
     from .search import search_lambda
 
+    if not (math.isfinite(args.target_flops_reduction) and 0 < args.target_flops_reduction < 1):
+        raise ConfigError(f"--target-flops-reduction must be in (0, 1), got {args.target_flops_reduction}")
+    if not (math.isfinite(args.tolerance) and 0 < args.tolerance < 1):
+        raise ConfigError(f"--tolerance must be in (0, 1), got {args.tolerance}")
+    if args.max_trials < 1:
+        raise ConfigError(f"--max-trials must be at least 1, got {args.max_trials}")
     cfg = TrainConfig.from_preset(args.preset, **{"reg": "polar", **_overrides(args)})
+    resolve_device(cfg.device)
+    _writable_dir(args.out, "--out")
     print(f"searching λ for a {args.target_flops_reduction:.0%} FLOPs reduction (t = {cfg.t}, tolerance "
           f"{args.tolerance:.0%}, {cfg.epochs} epochs per trial)")
     last = None
@@ -216,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except ValueError as err:  # ConfigError, DatasetError, CheckpointError and the registry's errors
         print(f"polar: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk that filled up, a folder that vanished: say which file, keep what is saved
+        print(f"polar: error: {err.strerror or err} ({err.filename or 'a file'}); nothing saved before was changed",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -17,6 +17,7 @@ The per-layer functions (``prune_conv_out``, ``prune_conv_in``, ``prune_bn``, ..
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -147,6 +148,8 @@ def _check_round_to(round_to: int) -> None:
 def _plan(model: nn.Module, threshold: float, round_to: int) -> list[Tensor]:
     """For each channel set, in order, the channels to remove."""
     _check_round_to(round_to)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number (channels with γ <= it go), got {threshold!r}")
     return [_removed(cs, threshold, round_to) for cs in channel_sets(model)]
 
 

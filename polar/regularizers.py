@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .config import check_range
 from .models import sparse_bns
 
 __all__ = ["polarization", "l1", "Polarization", "L1", "NoRegularizer", "Regularizer", "make_regularizer",
@@ -53,7 +54,7 @@ class Polarization(Regularizer):
 
     Args:
         lam: strength λ ≥ 0. The paper's values suit 200-epoch runs; brief runs need proportionally more.
-        t: the pull to zero relative to the push apart, 0 ≤ t (the paper uses about 1.0–1.6). t ≤ 1 makes
+        t: the pull to zero relative to the push apart, in ``polar.LIMITS['t']`` (the paper uses about 1.0–1.6). t ≤ 1 makes
            the penalty reward γ above the mean for growing, which the clamp to ``upper`` then bounds.
         upper: the upper bound a of γ after every step (the paper uses a = 1).
     """
@@ -61,13 +62,7 @@ class Polarization(Regularizer):
     name = "polar"
 
     def __init__(self, lam: float, t: float = 1.2, upper: float = 1.0) -> None:
-        if lam < 0:
-            raise ValueError(f"polarization lam must be >= 0, got {lam}")
-        if not 0 <= t <= 10:
-            raise ValueError(f"polarization t must be in [0, 10] (the paper uses about 1.0-1.6), got {t}")
-        if upper <= 0:
-            raise ValueError(f"polarization upper bound must be > 0, got {upper}")
-        self.lam, self.t, self.upper = lam, t, upper
+        self.lam, self.t, self.upper = check_range("lam", lam), check_range("t", t), check_range("upper", upper)
 
     def __call__(self, model: nn.Module) -> Tensor:
         return self.lam * polarization(sparse_gammas(model), self.t)
@@ -87,9 +82,7 @@ class L1(Regularizer):
     name = "l1"
 
     def __init__(self, lam: float) -> None:
-        if lam < 0:
-            raise ValueError(f"L1 lam must be >= 0, got {lam}")
-        self.lam = lam
+        self.lam = check_range("lam", lam)
 
     def __call__(self, model: nn.Module) -> Tensor:
         return self.lam * l1(sparse_gammas(model))

@@ -54,10 +54,14 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         try:
-            return json.loads((self.path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            config = json.loads((self.path / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"{self.path}/config.json is missing or unreadable ({err}); "
                                   "is this a run directory?") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{self.path}/config.json holds a {type(config).__name__}, not the settings of a run; "
+                                  "is this a run directory?")
+        return config
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite metrics.csv with all rows so far (small: one row per epoch)."""

@@ -25,11 +25,13 @@ SWEEP_COLUMNS = ["threshold", "target_reduction", "macs", "flops", "params", "fl
 
 
 def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | None = None,
-          reductions: Sequence[float] | None = None, input_size: tuple[int, ...] | None = None) -> pd.DataFrame:
+          reductions: Sequence[float] | None = None, input_size: tuple[int, ...] | None = None,
+          round_to: int = 1, narrow_residual: bool = False) -> pd.DataFrame:
     """One row per threshold (or per target FLOPs reduction): threshold, MACs, FLOPs, params, FLOPs reduction and
     test accuracy of the pruned model before fine-tuning (folded and ``zero_beta``), plus the unpruned accuracy.
 
-    Exactly one of ``thresholds`` and ``reductions`` must be given.
+    Exactly one of ``thresholds`` and ``reductions`` must be given; ``round_to`` and ``narrow_residual`` are
+    ``polar.prune``'s options, used for the threshold search and both prunings.
     """
     if (thresholds is None) == (reductions is None):
         raise ValueError("give either thresholds or target FLOPs reductions")
@@ -38,11 +40,13 @@ def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | N
     unpruned = evaluate(model, data)[1]
     targets: list[tuple[float, float | None]] = (
         [(float(t), None) for t in thresholds] if thresholds is not None
-        else [(threshold_for_reduction(model, r, input_size), float(r)) for r in reductions or []])
+        else [(threshold_for_reduction(model, r, input_size, round_to=round_to, narrow_residual=narrow_residual),
+               float(r)) for r in reductions or []])
+    options = {"input_size": input_size, "round_to": round_to, "narrow_residual": narrow_residual}
     rows = []
     for threshold, target in targets:
-        folded = prune(model, threshold, input_size=input_size)
-        zero_beta = prune(model, threshold, zero_beta=True, input_size=input_size)
+        folded = prune(model, threshold, **options)
+        zero_beta = prune(model, threshold, zero_beta=True, **options)
         c = cost(folded, input_size)
         rows.append({"threshold": threshold, "target_reduction": target, "macs": c.macs, "flops": c.flops,
                      "params": c.params, "flops_reduction": flops_reduction(base, c),

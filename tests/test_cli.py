@@ -1,6 +1,7 @@
 """The command line: a tiny run writes the run directory; bad input ends in one line and exit status 2."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import polar
+from polar.cli import main
 from polar.sweep import SWEEP_COLUMNS
 
 
@@ -33,11 +35,12 @@ def test_train_writes_a_complete_run_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--lam", "-1"], "lam must be >= 0"),
-    (["--t", "40"], "t must be in [0, 10]"),
+    (["--lam", "-1"], "lam must be in [0, 10]"),
+    (["--t", "40"], "t must be in [0, 4]"),
     (["--model", "resnet57"], "unknown model 'resnet57'"),
     (["--dataset", "mnist"], "unknown dataset 'mnist'"),
     (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "device"),
+    (["--epochs", "many"], "invalid int value"),
 ])
 def test_bad_arguments_give_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
     done = _polar("train", "--out", str(tmp_path / "x"), "--dataset", "synthetic", *args)
@@ -45,6 +48,66 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path, args: list[str], mes
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("polar: error:") and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x").exists()  # nothing written for invalid arguments
+
+
+def _one_line_refusal(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Run the CLI in this process; assert it refused with exit status 2 and one ``polar: error:`` line."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own refusals
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("polar: error:"), (code, err)
+    return err
+
+
+NUMERIC_FLAGS = [f.name for f in dataclasses.fields(polar.TrainConfig) if f.type in ("int", "float")]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name", NUMERIC_FLAGS)
+def test_every_numeric_train_flag_refuses_nan_and_infinity(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          name: str, value: str) -> None:
+    out = tmp_path / "run"
+    _one_line_refusal(capsys, ["train", "--dataset", "synthetic", "--out", str(out), f"--{name.replace('_', '-')}",
+                               value])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prune", "--threshold", "fixed:nan"], "--threshold must be"),
+    (["prune", "--threshold", "percent:inf"], "--threshold must be"),
+    (["prune", "--threshold", "flops:1.5"], "--threshold must be"),
+    (["prune", "--sweep", "abc"], "--sweep must be"),
+    (["prune", "--sweep", "0.2,nan"], "--sweep must be"),
+    (["prune", "--round-to", "0"], "--round-to must be a positive integer"),
+    (["search", "--target-flops-reduction", "nan"], "--target-flops-reduction must be in (0, 1)"),
+    (["search", "--target-flops-reduction", "0.5", "--tolerance", "inf"], "--tolerance must be in (0, 1)"),
+    (["search", "--target-flops-reduction", "0.5", "--max-trials", "0"], "--max-trials must be at least 1"),
+    (["search", "--target-flops-reduction", "0.5", "--lam", "nan"], "lam must be a finite number"),
+])
+def test_prune_and_search_refuse_bad_values_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            argv: list[str], message: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    polar.RunDir(run).write_config(polar.TrainConfig(dataset="synthetic", model="resnet20").to_dict())
+    extra = ["--run", str(run)] if argv[0] == "prune" else ["--out", str(tmp_path / "search"), "--dataset", "synthetic"]
+    err = _one_line_refusal(capsys, [argv[0], *extra, *argv[1:]])
+    assert message in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"] and not (tmp_path / "search").exists()
+
+
+def test_file_system_and_malformed_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert "is a file, not a folder" in _one_line_refusal(
+        capsys, ["train", "--dataset", "synthetic", "--epochs", "1", "--out", str(a_file)])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[1, 2]")  # valid JSON, not a run's settings
+    assert "not the settings of a run" in _one_line_refusal(capsys, ["prune", "--run", str(run)])
+    assert "does not exist" in _one_line_refusal(capsys, ["finetune", "--run", str(run)])
 
 
 def test_unreadable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
@@ -82,8 +145,6 @@ def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
     rounded = json.loads((tmp_path / "rounded" / "report.json").read_text())
     assert rounded["round_to"] == 8 and rounded["narrow_residual"] and rounded["flops_reduction"] >= 0.3 - 0.0025
     assert all(bn.num_features % 8 == 0 for bn in polar.sparse_bns(polar.load(tmp_path / "rounded" / "model.pt")))
-    done = _polar("prune", "--run", str(run), "--round-to", "0")
-    assert done.returncode == 2 and "round_to must be a positive integer" in done.stderr and "Traceback" not in done.stderr
 
     done = _polar("finetune", "--run", str(run), "--preset", "demo-finetune", "--epochs", "1", "--quiet")
     assert done.returncode == 0, done.stderr
