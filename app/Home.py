@@ -2,8 +2,8 @@
 
     streamlit run app/Home.py
 
-A thin layer over the ``polar`` library: the settings live in the sidebar (and the URL), training runs in a
-background thread (app/worker.py), and every chart is drawn from the snapshots it publishes.
+A thin layer over the ``polar`` library: the settings live in the sidebar (and the URL), each duel trains in a
+trainer process of a server-wide pool (app/trainers.py), and every chart is drawn from the snapshots it publishes.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ for key, default in {"duel": None, "prune_result": None, "tradeoff": None}.items
     if key not in st.session_state:
         st.session_state[key] = default
 
+if "url_duel" not in st.session_state:  # a reloaded tab names its duel in the URL (the sidebar rewrites the URL)
+    st.session_state["url_duel"] = st.query_params.get("duel", "")
 st.session_state["settings"] = sidebar()
 page = st.navigation([st.Page("app_pages/explore.py", title="Explore", icon="🧲", default=True),
                       st.Page("app_pages/runs.py", title="Saved runs", icon="🗂️")])

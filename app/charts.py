@@ -78,3 +78,15 @@ def tradeoff(tables: dict[str, "object"]) -> go.Figure:
     fig.update_layout(xaxis_title="FLOPs reduction (%)", yaxis_title="test accuracy before fine-tuning (%)",
                       height=330, margin=dict(l=10, r=10, t=10, b=10))
     return fig
+
+
+def prune_table(table: "object") -> "object":
+    """polar.matched_flops's table (plus ``acc_finetuned``) as the page shows it: percentages, readable names."""
+    shown = table.assign(method=table["method"].map(NAMES), macs=table["macs"] / 1e6, params=table["params"] / 1e6)
+    for column in ("flops_reduction", "acc_unpruned", "acc_pruned", "acc_zero_beta", "acc_finetuned"):
+        shown[column] = 100 * shown[column]
+    shown = shown.rename(columns={"threshold": "threshold", "macs": "MACs (M)", "params": "params (M)",
+                                  "flops_reduction": "FLOPs reduction (%)", "acc_unpruned": "acc before pruning (%)",
+                                  "acc_pruned": "acc after pruning (%)", "acc_zero_beta": "acc, β dropped (%)",
+                                  "acc_finetuned": "acc after fine-tune (%)"}).set_index("method")
+    return shown.style.format("{:.3f}", na_rep="–")

@@ -48,12 +48,20 @@ class Settings:
 
 
 _DEFAULTS: dict[str, Any] = {**DEMO, "dataset": "cifar10", "device": "auto"}
-_ALLOWED = {  # what the widgets accept: a URL value outside it is reported and replaced by the default
-    "model": lambda v: v in polar.list_models() and not v.endswith("imagenet"), "dataset": lambda v: v in DATASETS,
-    "subset": lambda v: v >= 0, "epochs": lambda v: 1 <= v <= 300, "batch_size": lambda v: 8 <= v <= 1024,
-    "lr": lambda v: 1e-4 <= v <= 1.0, "seed": lambda v: v >= 0, "device": lambda v: v in DEVICES,
-    "lam": lambda v: v >= 0, "t": lambda v: 0 <= v <= 3, "l1_lam": lambda v: v >= 0,
-}
+_CHOICES = {"model": [m for m in polar.list_models() if not m.endswith("imagenet")], "dataset": DATASETS,
+            "device": DEVICES}
+_LIMIT_OF = {"l1_lam": "lam"}  # settings checked against another field's polar.LIMITS entry
+
+
+_INTERACTIVE = {"epochs": (1, 300), "batch_size": (8, 1024), "lr": (1e-4, 1.0)}  # narrower, for a brief duel
+
+
+def _limits(key: str) -> tuple[Any, Any]:
+    """The allowed range of a numeric setting: polar.LIMITS (the one source TrainConfig checks too), narrowed for
+    settings whose full range makes no sense in an interactive duel."""
+    lo, hi = polar.LIMITS[_LIMIT_OF.get(key, key)]
+    narrow = _INTERACTIVE.get(key, (lo, hi))
+    return max(lo, narrow[0]), min(hi, narrow[1])
 
 
 def _from_url(key: str) -> Any:
@@ -64,9 +72,14 @@ def _from_url(key: str) -> Any:
         return default
     try:
         value = type(default)(raw)
-    except ValueError:
-        value = None
-    if value is None or not _ALLOWED[key](value):
+        if key in _CHOICES:
+            ok = value in _CHOICES[key]
+        else:
+            polar.check_range(_LIMIT_OF.get(key, key), value)
+            ok = _limits(key)[0] <= value <= _limits(key)[1]
+    except (ValueError, TypeError):  # unreadable, NaN, infinite or out of range
+        ok = False
+    if not ok:
         st.session_state["_url_errors"] = st.session_state.get("_url_errors", []) + [f"{key}={raw}"]
         return default
     return value
@@ -87,18 +100,18 @@ def sidebar() -> Settings:
                      placeholder="choose a preset…", help="Fills the settings below; brief presets scale λ up.")
         st.caption("Brief runs need a far larger λ than the paper's 200-epoch values: the push on γ grows with "
                    "λ × lr × steps.")
-        st.selectbox("Model", [m for m in polar.list_models() if not m.endswith("imagenet")], key="model")
+        st.selectbox("Model", _CHOICES["model"], key="model")
         st.selectbox("Dataset", DATASETS, key="dataset")
-        st.number_input("Images per class (0 = all)", min_value=0, step=50, key="subset")
-        st.number_input("Epochs", min_value=1, max_value=300, key="epochs")
-        st.number_input("Batch size", min_value=8, max_value=1024, step=32, key="batch_size")
-        st.number_input("Learning rate", min_value=1e-4, max_value=1.0, format="%.4f", key="lr")
-        st.number_input("Seed", min_value=0, step=1, key="seed")
+        st.number_input("Images per class (0 = all)", *_limits("subset"), step=50, key="subset")
+        st.number_input("Epochs", *_limits("epochs"), key="epochs")
+        st.number_input("Batch size", *_limits("batch_size"), step=32, key="batch_size")
+        st.number_input("Learning rate", *_limits("lr"), format="%.4f", key="lr")
+        st.number_input("Seed", *_limits("seed"), step=1, key="seed")
         st.selectbox("Device", DEVICES, key="device")
         st.divider()
-        st.number_input("Polarization λ", min_value=0.0, format="%.5f", step=0.001, key="lam")
-        st.slider("Polarization t", min_value=0.0, max_value=3.0, step=0.05, key="t")
-        st.number_input("L1 λ", min_value=0.0, format="%.5f", step=0.001, key="l1_lam")
+        st.number_input("Polarization λ", *_limits("lam"), format="%.5f", step=0.001, key="lam")
+        st.slider("Polarization t", *_limits("t"), step=0.05, key="t")
+        st.number_input("L1 λ", *_limits("l1_lam"), format="%.5f", step=0.001, key="l1_lam")
     values = {key: st.session_state[key] for key in _DEFAULTS}
     st.query_params.from_dict({k: str(v) for k, v in values.items()})
     return Settings(**values)

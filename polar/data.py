@@ -28,19 +28,29 @@ class ImageTensors:
     test_y: Tensor
     classes: list[str]
     source: str  # where the pixels came from, for reports (e.g. "CIFAR-10 (JPEG copy)")
+    train_stats: tuple[Tensor, Tensor] | None = None  # a subset's: its full split's mean and std (see stats())
 
-    def subset(self, per_class: int, test_per_class: int | None = None) -> ImageTensors:
+    def subset(self, per_class: int | None, test_per_class: int | None = None) -> ImageTensors:
         """A balanced subset: the first ``per_class`` training images of each class, and the first
-        ``test_per_class`` test images of each class (all of the test split when None)."""
-        if per_class <= 0:
-            raise ValueError(f"subset must be a positive number of images per class, got {per_class}")
-        if test_per_class is not None and test_per_class <= 0:
-            raise ValueError(f"test subset must be a positive number of images per class, got {test_per_class}")
-        train = _first_per_class(self.train_y, per_class, len(self.classes))
+        ``test_per_class`` test images of each class (all of a split when None). The subset keeps the full
+        training split's statistics, so it is normalised exactly as the full data (and as a model trained on it)."""
+        for name, n in (("subset", per_class), ("test subset", test_per_class)):
+            if n is not None and n <= 0:
+                raise ValueError(f"{name} must be a positive number of images per class, got {n}")
+        train = _first_per_class(self.train_y, per_class, len(self.classes)) if per_class else None
         test = _first_per_class(self.test_y, test_per_class, len(self.classes)) if test_per_class else None
-        return ImageTensors(self.train_x[train], self.train_y[train],
+        return ImageTensors(self.train_x if train is None else self.train_x[train],
+                            self.train_y if train is None else self.train_y[train],
                             self.test_x if test is None else self.test_x[test],
-                            self.test_y if test is None else self.test_y[test], self.classes, self.source)
+                            self.test_y if test is None else self.test_y[test], self.classes, self.source,
+                            self.stats())
+
+    def stats(self) -> tuple[Tensor, Tensor]:
+        """Per-channel mean and std of the training images in [0, 1], shape (1, 3, 1, 1) each."""
+        if self.train_stats is not None:
+            return self.train_stats
+        x = self.train_x.float()
+        return x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1) / 255, x.std(dim=(0, 2, 3)).view(1, -1, 1, 1) / 255
 
 
 def _first_per_class(labels: Tensor, n: int, num_classes: int) -> Tensor:
@@ -55,9 +65,8 @@ class DeviceDataset:
         self.device = torch.device(device)
         self.classes, self.source = images.classes, images.source
         train = images.train_x.to(self.device)
-        # per-channel statistics of this training split (uint8 scale), so user data is normalised correctly too
-        self.mean = train.float().mean(dim=(0, 2, 3)).view(1, 3, 1, 1) / 255
-        self.std = train.float().std(dim=(0, 2, 3)).view(1, 3, 1, 1) / 255
+        # per-channel statistics of the (full) training split, so user data is normalised correctly too
+        self.mean, self.std = (s.to(self.device) for s in images.stats())
         padded = F.pad(train, (PAD, PAD, PAD, PAD))  # zeros = black pixels, as RandomCrop's padding
         self.train_x = self._normalise(padded, dtype)  # (N, 3, H+8, W+8)
         self.train_y = images.train_y.to(self.device)

@@ -177,6 +177,6 @@ def load_dataset(name: str, device: torch.device | str = "cpu", subset: int | No
     """A small-image dataset resident on ``device``, optionally a balanced subset of ``subset`` training (and
     ``test_subset`` test) images per class."""
     images = load_images(name, data_dir, path, download)
-    if subset is not None:
-        images = images.subset(subset, test_subset)
+    if subset or test_subset:
+        images = images.subset(subset or None, test_subset or None)
     return DeviceDataset(images, device)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["flat_gammas", "gamma_histogram", "count_modes", "middle_share", "valley", "is_polarized",
-           "NoValleyError", "MIDDLE_BAND"]
+           "NoValleyError", "MIDDLE_BAND", "gamma_summary"]
 
 MIDDLE_BAND = (0.1, 0.4)  # neither clearly pruned nor clearly kept, for γ in [0, 1]
 
@@ -101,3 +101,13 @@ def is_polarized(gammas: Mapping[str, Tensor] | Tensor, upper: float = 1.0, shar
     except NoValleyError:
         return False
     return True
+
+
+def gamma_summary(gammas: Mapping[str, Tensor], upper: float = 1.0, bins: int = 50, layer_bins: int = 20) -> dict:
+    """What a chart needs of one model's γ, as plain lists: overall and per-layer bin counts over [0, upper], the
+    number of modes, whether γ show the split (spike at 0, valley, mode away), and the share exactly at 0."""
+    g = flat_gammas(gammas)
+    return {"counts": gamma_histogram(g, bins, upper)[0].tolist(),
+            "layers": {name: gamma_histogram(v, layer_bins, upper)[0].tolist() for name, v in gammas.items()},
+            "modes": count_modes(gamma_histogram(g, 20, upper)[0]), "split": is_polarized(g, upper),
+            "zero_share": float((g <= 0).float().mean())}

@@ -6,7 +6,9 @@ state_dict are all it takes to rebuild it anywhere.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
+import torch
 from torch import nn
 
 from ._io import atomic_save
@@ -32,9 +34,13 @@ def model_from_record(record: dict) -> nn.Module:
     return model
 
 
-def save(model: nn.Module, path: str | Path) -> None:
-    """Write ``model`` (architecture, channel configuration, weights) to ``path`` atomically."""
-    atomic_save(model_record(model), path)
+def save(model: nn.Module, path: str | Path | BinaryIO) -> None:
+    """Write ``model`` (architecture, channel configuration, weights) to ``path`` atomically, or into an open
+    binary file (e.g. ``io.BytesIO`` for a download)."""
+    if isinstance(path, (str, Path)):
+        atomic_save(model_record(model), path)
+    else:
+        torch.save(model_record(model), path)
 
 
 def load(path: str | Path) -> nn.Module:

@@ -18,7 +18,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield at
     duel = at.session_state["duel"] if "duel" in at.session_state else None
     if duel is not None:
-        duel.stop()
+        duel.stop()  # frees its trainer process now (a browser session would be reaped once it closes)
 
 
 def _status(at: AppTest) -> str:
@@ -72,8 +72,8 @@ def test_bad_input_is_reported_in_the_page(app: AppTest) -> None:
     app.query_params.update(dataset="synthetic", lam="-1", epochs="many")
     app.run()
     assert not app.exception
-    warning = " ".join(w.value for w in app.warning)
-    assert "lam=-1" in warning and "epochs=many" in warning
+    ignored = " ".join(t.value for t in app.text)
+    assert "Ignored URL settings" in app.warning[0].value and "lam=-1" in ignored and "epochs=many" in ignored
     assert app.sidebar.number_input(key="lam").value == 0.01  # the default replaced the bad value
     app.sidebar.number_input(key="subset").set_value(1)
     app.sidebar.number_input(key="batch_size").set_value(64)
@@ -81,6 +81,30 @@ def test_bad_input_is_reported_in_the_page(app: AppTest) -> None:
     app.button[0].click().run()  # 10 images cannot make a batch of 64
     assert not app.exception
     assert any("make no batch" in e.value for e in app.error)
+
+
+URL_SETTINGS = ["subset", "epochs", "batch_size", "lr", "seed", "lam", "t", "l1_lam"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_in_the_url_are_refused_for_every_setting(app: AppTest, value: str) -> None:
+    app.query_params.update({"dataset": "synthetic", **{key: value for key in URL_SETTINGS}})
+    app.run()
+    assert not app.exception and not app.error
+    ignored = " ".join(t.value for t in app.text)
+    assert all(f"{key}={value}" in ignored for key in URL_SETTINGS), ignored
+    assert app.sidebar.number_input(key="lam").value == 0.01 and app.sidebar.slider(key="t").value == 1.2
+
+
+def test_url_values_are_shown_as_text_never_as_markdown(app: AppTest) -> None:
+    image, link = "![x](https://example.invalid/p.png)", "[click](https://example.invalid)"
+    app.query_params.update(dataset="synthetic", model=image, lam=link)
+    app.run()
+    assert not app.exception
+    shown = [t.value for t in app.text]
+    assert any(image in v and link in v for v in shown)  # verbatim, in a plain-text element
+    rendered = [m.value for m in app.markdown] + [w.value for w in app.warning] + [c.value for c in app.caption]
+    assert not any("example.invalid" in v for v in rendered)
 
 
 def test_saved_runs_page_lists_runs_and_reports_damage(app: AppTest, tmp_path: Path) -> None:
@@ -93,3 +117,22 @@ def test_saved_runs_page_lists_runs_and_reports_damage(app: AppTest, tmp_path: P
     app.switch_page("app_pages/runs.py").run()
     assert not app.exception
     assert any("unreadable" in e.value for e in app.error)
+
+
+def test_one_damaged_run_does_not_break_the_saved_runs_page(app: AppTest, tmp_path: Path) -> None:
+    good = tmp_path / "runs" / "app" / "20260101-000000-resnet20-good"
+    cfg = __import__("polar").TrainConfig(model="resnet20", dataset="synthetic", epochs=1)
+    for method in ("polar", "l1"):
+        __import__("polar").RunDir(good / method).write_config(cfg.to_dict())
+    newest = tmp_path / "runs" / "app" / "20260202-000000-resnet20-empty"  # selected by default: newest first
+    for method in ("polar", "l1"):
+        (newest / method).mkdir(parents=True)
+        (newest / method / "config.json").write_text("{}")
+    app.query_params["dataset"] = "synthetic"
+    app.run()
+    app.switch_page("app_pages/runs.py").run()
+    assert not app.exception
+    assert any("damaged run" in e.value for e in app.error)
+    app.multiselect[0].select(good.name).run()
+    assert not app.exception
+    assert set(app.dataframe[0].value["run"]) == {good.name}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -36,24 +37,60 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    port = _free_port()
-    env = {**os.environ, "POLAR_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"),
-                             "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=20)
+class Server:
+    """``streamlit run app/Home.py`` on a free port, under ``ulimit -n 1024`` (a common default): what a class
+    of users would reach."""
+
+    def __init__(self, runs: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "POLAR_RUNS": str(runs)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port", str(self.port),
+             "--server.headless", "true"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def trainers(self) -> int:
+        """Trainer processes this server started (prepared, running or spare)."""
+        count = 0
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and b"polar.duel_process" in Path(f"/proc/{pid}/cmdline").read_bytes() \
+                        and int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    count += 1
+            except (OSError, ValueError, IndexError):
+                pass
+        return count
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    server = Server(tmp_path_factory.mktemp("runs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser
+        browser.close()
 
 
 def _status(page) -> str:
@@ -61,53 +98,50 @@ def _status(page) -> str:
     return caption.first.inner_text() if caption.count() else ""
 
 
-def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server, timeout=60_000)
-        start = page.get_by_role("button", name="▶ Start")
-        start.wait_for(timeout=90_000)
-        page.wait_for_timeout(1000)
+def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url, timeout=60_000)
+    start = page.get_by_role("button", name="▶ Start")
+    start.wait_for(timeout=90_000)
+    page.wait_for_timeout(1000)
 
-        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # γ before training, drawn on load
-        assert _status(page).startswith("step 0 ")
-        t_load = time.time()
-        page.get_by_text("Trainer ready.").wait_for(timeout=60_000)  # on a fresh server: torch imported once
-        print(f"\ntrainer ready {time.time() - t_load:.1f}s after the page showed γ")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # γ before training, drawn on load
+    assert _status(page).startswith("step 0 ")
+    t_load = time.time()
+    page.get_by_text("Trainer ready.").wait_for(timeout=60_000)  # on a fresh server: torch imported once
+    print(f"\ntrainer ready {time.time() - t_load:.1f}s after the page showed γ")
 
-        start.click()
-        t0 = time.time()
-        page.get_by_text(re.compile(r"^step [1-9]\d* · split into a spike")).first.wait_for(timeout=30_000)
-        first_histogram = time.time() - t0  # the first histogram of trained γ
+    start.click()
+    t0 = time.time()
+    page.get_by_text(re.compile(r"^step [1-9]\d* · split into a spike")).first.wait_for(timeout=30_000)
+    first_histogram = time.time() - t0  # the first histogram of trained γ
 
-        seen: list[tuple[float, str]] = []  # (time, status) whenever the status text changes
-        split_at = None
-        while time.time() - t0 < 130:
-            status = _status(page)
-            if status and (not seen or status != seen[-1][1]):
-                seen.append((time.time() - t0, status))
-            if "polarization yes · L1 no" in status and split_at is None:
-                split_at = time.time() - t0
-                break
-            page.wait_for_timeout(100)
-        window = [t for t, _ in seen if 5 <= t]
-        refresh_per_s = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 else 0.0
-        print(f"\nfirst histogram of trained γ {first_histogram:.1f}s after Start; {refresh_per_s:.2f} refreshes/s while "
-              f"training; polarization split (spike at 0, valley, mode; L1 not) {split_at if split_at is None else round(split_at, 1)}s "
-              f"after Start; {len(seen)} updates seen")
-        page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
+    seen: list[tuple[float, str]] = []  # (time, status) whenever the status text changes
+    split_at = None
+    while time.time() - t0 < 130:
+        status = _status(page)
+        if status and (not seen or status != seen[-1][1]):
+            seen.append((time.time() - t0, status))
+        if "polarization yes · L1 no" in status and split_at is None:
+            split_at = time.time() - t0
+            break
+        page.wait_for_timeout(100)
+    window = [t for t, _ in seen if 5 <= t]
+    refresh_per_s = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 else 0.0
+    print(f"\nfirst histogram of trained γ {first_histogram:.1f}s after Start; {refresh_per_s:.2f} refreshes/s while "
+          f"training; polarization split (spike at 0, valley, mode; L1 not) {split_at if split_at is None else round(split_at, 1)}s "
+          f"after Start; {len(seen)} updates seen")
+    page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
 
-        page.get_by_role("button", name="⏸ Pause").click()
-        prune = page.get_by_role("button", name="✂ Prune")
-        prune.wait_for(timeout=60_000)
-        prune.click()
-        table = page.locator("table").filter(has_text="FLOPs reduction")
-        table.wait_for(timeout=120_000)
-        text = table.inner_text()
-        page.screenshot(path=str(tmp_path / "pruned.png"), full_page=True)
-        browser.close()
+    page.get_by_role("button", name="⏸ Pause").click()
+    prune = page.get_by_role("button", name="✂ Prune")
+    prune.wait_for(timeout=60_000)
+    prune.click()
+    table = page.locator("table").filter(has_text="FLOPs reduction")
+    table.wait_for(timeout=120_000)
+    text = table.inner_text()
+    page.screenshot(path=str(tmp_path / "pruned.png"), full_page=True)
+    page.close()
     shutil.copy(tmp_path / "pruned.png", tmp_path / "explorer.png")
     assert "Polarization" in text and "L1 (network slimming)" in text
     reductions = [float(x) for x in re.findall(r"Polarization\s+\S+\s+\S+\s+(\d+\.\d+)", text)]
@@ -117,3 +151,92 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
     assert first_histogram <= 3.0, f"first histogram of trained γ {first_histogram:.1f}s after Start (promised 3 s)"
     assert refresh_per_s >= 1.0, f"{refresh_per_s:.2f} refreshes/s while training (promised 1/s)"
     assert split_at is not None and split_at <= 120, f"split not seen within 2 minutes ({split_at})"
+
+
+
+def _prune_flow(page, url: str) -> str:
+    """Start → live histograms → Pause → Prune → the FLOPs table's text."""
+    page.goto(url, timeout=60_000)
+    page.get_by_text("Trainer ready.").wait_for(timeout=120_000)
+    page.get_by_role("button", name="▶ Start").click()
+    page.get_by_text(re.compile(r"^step [1-9]\d* · split into a spike")).first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="⏸ Pause").click()
+    page.get_by_role("button", name="✂ Prune").click(timeout=120_000)
+    table = page.locator("table").filter(has_text="FLOPs reduction")
+    table.wait_for(timeout=180_000)
+    return table.inner_text()
+
+
+@pytest.mark.parametrize("model", ["resnet56", "mobilenet_v2"])
+def test_the_papers_model_and_mobilenet_train_and_prune_in_the_page(server: Server, browser, model: str) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    text = _prune_flow(page, f"{server.url}/?model={model}&subset=20&batch_size=16&epochs=2")
+    assert not page.get_by_text("Traceback").count() and not page.locator(".stException").count()
+    page.close()
+    assert "Polarization" in text and "L1 (network slimming)" in text
+
+
+def _wait_for(condition, timeout: float, state=lambda: "") -> float:
+    t0 = time.time()
+    while not condition():
+        assert time.time() - t0 < timeout, f"timed out after {timeout}s: {state()}"
+        time.sleep(0.5)
+    return time.time() - t0
+
+
+def test_thirty_sessions_open_and_close_without_leaking(server: Server, browser) -> None:
+    """Each visit prepares a trainer; closed tabs must give theirs back (ulimit -n 1024 on the server).
+
+    Descriptors: our trainers hold one socket each while they live. Streamlit itself keeps every closed session
+    (an asyncio loop: a socket pair and an epoll, 3 descriptors) for its 2-minute reconnect window, at most 128
+    sessions, so the server's count is bounded by ~3 per recent session, not by trainers (measured: +2.6 per
+    session, none of them ours)."""
+    fds_before = 0
+    for i in range(30):
+        if i == 1:  # the server has served one session: what it holds for itself from now on
+            _wait_for(lambda: server.trainers() <= 1, timeout=60)
+            fds_before = server.open_fds()
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/?dataset=synthetic&subset=20", timeout=60_000)
+        page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
+        if i == 29:  # the 30th visit works: it trains
+            page.get_by_text(re.compile(r"Trainer ready|The server is busy")).first.wait_for(timeout=60_000)
+            page.get_by_role("button", name="⏭ Step one epoch").click()
+            page.get_by_text(re.compile(r"paused · step [1-9]")).first.wait_for(timeout=120_000)
+        context.close()
+    peak = server.trainers()
+    settle = _wait_for(lambda: server.trainers() <= 1 and server.open_fds() <= fds_before + 3 * 29 + 15, timeout=60,
+                       state=lambda: f"{server.trainers()} trainers, {server.open_fds()} fds (was {fds_before})")
+    print(f"\n30 sessions: {peak} trainer processes right after the last closed, back to {server.trainers()} "
+          f"(the spare) and {server.open_fds()} open descriptors (was {fds_before}) {settle:.1f}s later")
+
+
+def test_a_reload_during_training_reattaches_and_a_closed_tab_stops_training(server: Server, browser) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.url}/?dataset=synthetic&subset=50&batch_size=16&epochs=100", timeout=60_000)
+    page.get_by_text("Trainer ready.").wait_for(timeout=120_000)
+    page.get_by_role("button", name="▶ Start").click()
+    page.get_by_text(re.compile(r"running · step [1-9]")).first.wait_for(timeout=60_000)
+    duel_id = re.search(r"duel=(\w+)", page.url).group(1)
+    page.reload()
+    page.get_by_text(re.compile(r"running · step [1-9]")).first.wait_for(timeout=60_000)
+    assert re.search(r"duel=(\w+)", page.url).group(1) == duel_id  # the same duel, still training
+    assert server.trainers() <= 3  # the reload made no second trainer (one running, spares)
+    context.close()
+    stopped = _wait_for(lambda: server.trainers() <= 1, timeout=60, state=lambda: f"{server.trainers()} trainers")
+    print(f"\nclosed tab: its training stopped {stopped:.1f}s later")
+
+
+def test_two_users_training_at_once_both_finish(server: Server, browser) -> None:
+    pages = [browser.new_context().new_page() for _ in range(2)]
+    for page in pages:
+        page.goto(f"{server.url}/?dataset=synthetic&subset=20&batch_size=16&epochs=2", timeout=60_000)
+        page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
+    for page in pages:
+        page.get_by_role("button", name="▶ Start").click()
+    for page in pages:
+        page.get_by_text(re.compile(r"^done · ")).first.wait_for(timeout=240_000)
+    for page in pages:
+        page.context.close()

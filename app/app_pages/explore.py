@@ -1,6 +1,7 @@
 """The explorer page: the duel (polarization vs. L1 from the same start), live γ histograms, then pruning."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -13,59 +14,73 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from streamlit import runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import charts
 import polar
 from settings import Settings
-import worker
-from worker import DuelTrainer
+from trainers import DuelHandle, TrainerPool
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
 
 
-@st.cache_resource(show_spinner="Loading the dataset onto the device…")
-def device_data(dataset: str, subset: int, device: str) -> tuple[polar.DeviceDataset, str]:
-    """The dataset on the device, shared read-only by all sessions; falls back to synthetic data offline."""
-    try:
-        return polar.load_dataset(dataset, polar.resolve_device(device), subset=subset or None,
-                                  test_subset=TEST_PER_CLASS), ""
-    except polar.DatasetError as err:
-        data = polar.load_dataset("synthetic", polar.resolve_device(device), subset=subset or None)
-        return data, f"{dataset} is not available here ({err}). Showing the **synthetic** dataset instead."
+def _session_alive(session_id: str) -> bool:
+    """Whether a browser session is still connected (outside a Streamlit server, e.g. AppTest: assume so)."""
+    return not runtime.exists() or runtime.get_instance().is_active_session(session_id)
 
 
 @st.cache_resource
-def warm_up_trainers() -> None:
-    """Once per server: start the process trainers are forked from (it imports torch while the user reads)."""
-    worker.warm_up()
+def trainer_pool() -> TrainerPool:
+    """One pool of trainer processes per server, shared by every session (see app/trainers.py)."""
+    return TrainerPool(_session_alive)
+
+
+@st.cache_resource(show_spinner="Loading the dataset onto the device…")
+def device_data(dataset: str, subset: int, device: str) -> tuple[polar.DeviceDataset, dict, str]:
+    """The dataset on the device, shared read-only by all sessions, with the ``polar.load_dataset`` arguments a
+    trainer process loads it with; falls back to synthetic data offline."""
+    args = {"name": dataset, "subset": subset or None, "test_subset": TEST_PER_CLASS}
+    try:
+        return polar.load_dataset(**args, device=polar.resolve_device(device)), {**args, "download": False}, ""
+    except polar.DatasetError as err:
+        args = {"name": "synthetic", "subset": subset or None}
+        return (polar.load_dataset(**args, device=polar.resolve_device(device)), args,
+                f"{dataset} is not available here ({err}). Showing the synthetic dataset instead.")
 
 
 def duel_configs(settings: Settings) -> dict[str, polar.TrainConfig]:
     """The settings' two configs, on the synthetic dataset when the chosen one is not available."""
     cfgs = settings.configs()
-    if device_data(settings.dataset, settings.subset, settings.device)[1]:
-        cfgs = {m: polar.TrainConfig(**{**c.to_dict(), "dataset": "synthetic"}) for m, c in cfgs.items()}
+    if device_data(settings.dataset, settings.subset, settings.device)[2]:
+        cfgs = {m: dataclasses.replace(c, dataset="synthetic") for m, c in cfgs.items()}
     return cfgs
 
 
-def new_duel(settings: Settings) -> DuelTrainer | None:
+def new_duel(settings: Settings) -> DuelHandle | None:
     """A duel for the current settings, not started yet (it shows the initial γ); None with a message when the
     settings cannot make one."""
     try:
         cfgs = duel_configs(settings)
-        data = device_data(settings.dataset, settings.subset, settings.device)[0]
+        data, data_args, _ = device_data(settings.dataset, settings.subset, settings.device)
+        run_root = RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.model}-{uuid.uuid4().hex[:6]}"
+        return trainer_pool().new_duel(cfgs, data_args, data, run_root, owner=SESSION)
     except (polar.ConfigError, ValueError) as err:
         st.error(f"Cannot start: {err}")
         return None
-    run_root = RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.model}-{uuid.uuid4().hex[:6]}"
-    try:
-        return DuelTrainer(cfgs, data, run_root)
-    except ValueError as err:
-        st.error(f"Cannot start: {err}")
-        return None
 
 
+def set_duel(duel: DuelHandle | None) -> DuelHandle | None:
+    """Make ``duel`` this session's; the one it had is stopped (at most one trainer per session)."""
+    previous = st.session_state.get("duel")
+    if previous is not None and previous is not duel:
+        previous.stop()
+    st.session_state["duel"] = duel
+    return duel
+
+
+SESSION = get_script_run_ctx().session_id
 settings: Settings = st.session_state["settings"]
 st.title("Polarization vs. L1: watch γ split")
 st.markdown("Both networks start from **the same weights** and see **the same batches**; the only difference is "
@@ -73,8 +88,9 @@ st.markdown("Both networks start from **the same weights** and see **the same ba
             "mode away from it; L1 shrinks them all.")
 
 url_errors = st.session_state.pop("_url_errors", [])
-if url_errors:
-    st.warning(f"Ignored URL settings {', '.join(url_errors)}: out of range or unreadable; using the defaults.")
+if url_errors:  # what the user typed is shown as text, never rendered as Markdown
+    st.warning("Ignored URL settings (unreadable, not a finite number, or out of range); using the defaults:")
+    st.text("\n".join(url_errors))
 try:
     settings.configs()
     settings_ok = True
@@ -82,51 +98,54 @@ except (polar.ConfigError, ValueError) as err:
     st.error(f"Fix the settings: {err}")
     settings_ok = False
 
-data, fallback = device_data(settings.dataset, settings.subset, settings.device)
+data, _, fallback = device_data(settings.dataset, settings.subset, settings.device)
 if fallback:
     st.warning(fallback)
 device = polar.resolve_device(settings.device)
 st.caption(f"Data: {data.source} · {data.num_train:,} training images, {len(data.test_y):,} test images · "
            f"device: **{device}**" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
-warm_up_trainers()
-duel: DuelTrainer | None = st.session_state["duel"]
+duel: DuelHandle | None = st.session_state["duel"]
+if duel is None and st.session_state.get("url_duel"):  # a reload: take this tab's duel back
+    duel = set_duel(trainer_pool().adopt(st.session_state.pop("url_duel"), SESSION))
 if duel is None or duel.snapshot().state == "idle":  # an idle duel follows the settings and shows its initial γ
     if duel is not None and (not settings_ok or duel.cfgs != duel_configs(settings)):
-        duel.stop()
-        duel = st.session_state["duel"] = None
+        duel = set_duel(None)
     if duel is None and settings_ok:
-        duel = st.session_state["duel"] = new_duel(settings)
+        duel = set_duel(new_duel(settings))
     if duel is not None:
-        duel.prepare()  # its trainer process gets ready while the user reads the page
+        duel.prepare()  # a trainer process gets ready while the user reads the page (if the server has room)
 cols = st.columns(4)
 if cols[0].button("▶ Start", type="primary", width="stretch",
-                  disabled=duel is not None and duel.snapshot().state in ("running", "done")):
+                  disabled=duel is not None and duel.snapshot().state in ("running", "queued", "done")):
     if duel is None or duel.snapshot().state in ("stopped", "error"):
-        duel = st.session_state["duel"] = new_duel(settings)
+        duel = set_duel(new_duel(settings))
         st.session_state.update(prune_result=None, tradeoff=None)
     if duel is not None:
         duel.start()
-if cols[1].button("⏸ Pause", width="stretch", disabled=duel is None or duel.snapshot().state != "running"):
+if cols[1].button("⏸ Pause", width="stretch",
+                  disabled=duel is None or duel.snapshot().state not in ("running", "queued")):
     duel.pause()
 if cols[2].button("⏭ Step one epoch", width="stretch",
-                  disabled=duel is not None and duel.snapshot().state in ("running", "done")):
+                  disabled=duel is not None and duel.snapshot().state in ("running", "queued", "done")):
     if duel is None:
-        duel = st.session_state["duel"] = new_duel(settings)
+        duel = set_duel(new_duel(settings))
     if duel is not None:
         duel.step_epoch()
 if cols[3].button("⟲ Reset", width="stretch", disabled=duel is None):
-    duel.stop()
-    duel = st.session_state["duel"] = new_duel(settings) if settings_ok else None
+    duel = set_duel(new_duel(settings) if settings_ok else None)
     if duel is not None:
         duel.prepare()
     st.session_state.update(prune_result=None, tradeoff=None)
 
+if duel is not None:  # the sidebar rewrote the URL from the settings: name this tab's duel in it again
+    st.query_params["duel"] = duel.id
 c1, c2 = st.columns(2)
 log_y = c1.toggle("log-scale counts", value=False)
 c2.toggle("per-layer γ", value=False, key="show_layers", help="one row per sparse BN: where its γ lie")
-running = duel is not None and duel.snapshot().state == "running"
-getting_ready = duel is not None and duel.snapshot().state == "idle" and not duel.snapshot().ready
+running = duel is not None and duel.snapshot().state in ("running", "queued")
+getting_ready = (duel is not None and duel.snapshot().state == "idle" and not duel.snapshot().ready
+                 and duel.has_trainer())
 
 
 CURVES_EVERY = 10  # published steps between redraws of the loss curves while training (the browser's CPU is scarce)
@@ -144,14 +163,18 @@ def figure(name: str, key: tuple, build: Callable[[], go.Figure]) -> go.Figure:
 @st.fragment(run_every=0.3 if running or getting_ready else None)
 def live() -> None:
     """Redraws from the latest snapshot; polls ~3 times a second while training runs (or the trainer gets ready)."""
-    duel: DuelTrainer | None = st.session_state["duel"]
+    duel: DuelHandle | None = st.session_state["duel"]
     if duel is None:
         st.info("Nothing to train until the settings are fixed (see the message above).")
         return
     snap = duel.snapshot()
     if snap.state == "idle":
-        st.info("Press **Start** to train both networks (or **Step one epoch**). Below: γ before training. "
-                + ("Trainer ready." if snap.ready else "Trainer getting ready…"))
+        trainer = ("Trainer ready." if snap.ready else "Trainer getting ready…" if duel.has_trainer()
+                   else "The server is busy: a trainer starts when you press Start.")
+        st.info(f"Press **Start** to train both networks (or **Step one epoch**). Below: γ before training. {trainer}")
+    if snap.state == "queued":
+        st.warning(f"The server is busy training other duels: {snap.queue_position} ahead of you. Training starts "
+                   "by itself when a trainer is free.")
     done_epochs = sorted({e["epoch"] for e in snap.epochs})
     progress = snap.step / max(1, snap.total_steps)
     st.progress(min(1.0, progress), text=f"{snap.state} · step {snap.step}/{snap.total_steps} · epoch "
@@ -181,7 +204,7 @@ def live() -> None:
     if st.session_state.get("show_layers"):
         st.plotly_chart(figure("layers", shown, lambda: charts.layer_heatmaps(hist, duel.upper)), width="stretch",
                         key="layers")
-    if running and snap.state != "running" or getting_ready and snap.ready:
+    if running and snap.state not in ("running", "queued") or getting_ready and snap.ready:
         st.rerun()  # training ended or paused, or the trainer is ready: switch the page out of polling mode
 
 
@@ -213,40 +236,25 @@ for col, m in zip((c1, c2), ("polar", "l1")):
 
 if st.button("✂ Prune", type="primary"):
     with st.spinner("Pruning both networks and measuring them…"):
-        base = polar.cost(models["polar"])
-        small = {"polar": polar.prune(models["polar"], threshold)}
-        reduction = polar.flops_reduction(base, polar.cost(small["polar"]))
-        l1_threshold = polar.threshold_for_reduction(models["l1"], reduction) if reduction > 0 else -1.0
-        small["l1"] = polar.prune(models["l1"], l1_threshold)
-        rows = []
-        for m in ("polar", "l1"):
-            c = polar.cost(small[m])
-            rows.append({"method": charts.NAMES[m], "threshold": threshold if m == "polar" else l1_threshold,
-                         "MACs (M)": c.macs / 1e6, "FLOPs reduction (%)": 100 * polar.flops_reduction(base, c),
-                         "params (M)": c.params / 1e6,
-                         "acc before pruning (%)": 100 * polar.evaluate(models[m], data)[1],
-                         "acc after pruning (%)": 100 * polar.evaluate(small[m], data)[1],
-                         "acc after fine-tune (%)": float("nan")})
-        st.session_state["prune_result"] = {"rows": rows, "small": small}
+        table, small = polar.matched_flops(models, data, threshold=threshold, reference="polar")
+        table["acc_finetuned"] = float("nan")
+        st.session_state["prune_result"] = {"table": table, "small": small}
 
 result = st.session_state["prune_result"]
 if result is not None:
     st.caption("L1 is pruned to the same FLOPs reduction as polarization (matched FLOPs, network slimming's global "
                "threshold). Accuracy on the test subset; pruning folds each removed channel's constant output into "
-               "the next layer.")
-    table = pd.DataFrame(result["rows"]).set_index("method")
-    st.table(table.style.format("{:.3f}", na_rep="–"))
+               "the next layer (\"β dropped\": the paper's code, which discards it).")
+    st.table(charts.prune_table(result["table"]))
     if st.button("Fine-tune both pruned networks for 1 epoch"):
         with st.spinner("Fine-tuning…"):
-            for i, m in enumerate(("polar", "l1")):
-                cfg = polar.TrainConfig(**{**duel.cfgs[m].to_dict(), "reg": "none", "lam": 0.0, "epochs": 1,
-                                           "lr": 0.01})
-                for _ in polar.train(cfg, model=result["small"][m], data=data):
+            for m, model in result["small"].items():
+                for _ in polar.train(polar.finetune_config(duel.cfgs[m], epochs=1, lr=0.01), model=model, data=data):
                     pass
-                result["rows"][i]["acc after fine-tune (%)"] = 100 * polar.evaluate(result["small"][m], data)[1]
+                result["table"].loc[result["table"]["method"] == m, "acc_finetuned"] = polar.evaluate(model, data)[1]
         st.rerun()
     buf = io.BytesIO()
-    torch.save(polar.saving.model_record(result["small"]["polar"]), buf)
+    polar.save(result["small"]["polar"], buf)
     d1, d2 = st.columns(2)
     d1.download_button("Download the pruned polarization model (.pt)", buf.getvalue(), "polar_pruned.pt")
     d2.download_button("Download the run's config (.json)", json.dumps(

@@ -9,7 +9,6 @@ import streamlit as st
 
 import charts
 import polar
-from worker import binned
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 
@@ -24,14 +23,18 @@ for name in chosen:
     for method in ("polar", "l1"):
         run = polar.RunDir(RUNS / name / method)
         try:
-            cfg = run.read_config()
+            saved = run.read_config()
+            missing = sorted({"model", "dataset", "reg", "lam"} - set(saved))
+            if missing:
+                raise polar.CheckpointError(f"config.json lacks {', '.join(missing)}")
+            cfg = polar.TrainConfig.from_dict(saved)
             metrics = run.read_metrics()
-        except polar.CheckpointError as err:
-            st.error(f"{name}/{method}: {err}")
+        except (ValueError, TypeError, KeyError) as err:  # unreadable or damaged: listed as such, the rest shown
+            st.error(f"{name}/{method}: damaged run, skipped ({err})")
             continue
         last = metrics[-1] if metrics else {}
-        rows.append({"run": name, "method": charts.NAMES[method], "model": cfg["model"], "λ": cfg["lam"],
-                     "t": cfg["t"] if method == "polar" else None, "epochs done": last.get("epoch", 0),
+        rows.append({"run": name, "method": charts.NAMES[method], "model": cfg.model, "λ": cfg.lam,
+                     "t": cfg.t if method == "polar" else None, "epochs done": last.get("epoch", 0),
                      "test acc": last.get("test_acc"), "γ in (0.1, 0.4)": last.get("gamma_in_0.1_0.4"),
                      "γ < 0.01": last.get("gamma_below_0.01")})
 if rows:
@@ -44,7 +47,7 @@ for name in chosen:
         epochs = run.gamma_epochs()
         if epochs:
             try:
-                hist[method] = binned(run.load_gammas(epochs[-1]), 1.0)
+                hist[method] = polar.gamma_summary(run.load_gammas(epochs[-1]), 1.0)
             except Exception as err:  # a damaged snapshot: say so, show the rest
                 st.error(f"{name}/{method}: cannot read its γ snapshot ({type(err).__name__})")
     if len(hist) == 2:

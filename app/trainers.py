@@ -1,0 +1,414 @@
+"""The explorer's trainer processes: one server-wide pool, one handle per duel, no Streamlit in here.
+
+Each duel trains in its own ``python -m polar.duel_process`` child (see that module for why not fork), which gets
+one pickled job and reports snapshots over a socket. The pool, shared by every browser session of one server:
+- keeps one spare child that has already imported torch, so a page gets a trainer that is ready within ~1 s;
+- lets at most ``max_running`` duels train at once; the others wait in a queue and the page says how many are
+  ahead ("busy");
+- caps all trainer processes (prepared or running) at ``max_processes``: a page that cannot prepare one prepares it
+  when Start is pressed instead;
+- stops the trainers of sessions that have gone (a closed tab) once they have been gone for ``orphan_grace_s``;
+  within that time a reload of the same URL (``?duel=ID``) adopts its duel again (:meth:`TrainerPool.adopt`).
+Run directories are written by ``polar.train`` itself, atomically, so stopping at any moment loses nothing saved.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import torch
+
+import polar
+from polar.duel_process import make_job, read_weights
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Snapshot:
+    """The latest published state of a duel; plain lists and numbers only."""
+
+    state: str = "idle"  # idle | queued | running | paused | done | stopped | error
+    ready: bool = False  # a trainer process has the models built and its kernels warmed up
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    seconds_per_epoch: float = 0.0
+    published_at: float = 0.0
+    queue_position: int = 0  # while queued: duels ahead of this one
+    hist: dict[str, dict] = field(default_factory=dict)  # method -> polar.gamma_summary(...)
+    steps: list[dict] = field(default_factory=list)  # per published step: step, method losses
+    epochs: list[dict] = field(default_factory=list)  # per epoch and method: metrics + γ summary (for replay)
+    message: str = ""
+
+
+class _Child:
+    """One ``python -m polar.duel_process`` process and our end of its socket."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen([sys.executable, "-m", "polar.duel_process", str(theirs.fileno())],
+                                        pass_fds=[theirs.fileno()], cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.send_lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, message: tuple) -> bool:
+        with self.send_lock:
+            try:
+                self.conn.send(message)
+                return True
+            except OSError:
+                return False
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """Ask nicely (stop), then terminate; always reaps the process and closes the socket."""
+        if self.alive():
+            self.send(("stop", None))
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.conn.close()
+
+
+class DuelHandle:
+    """One duel of one browser session: its configs, its latest snapshot, its models when parked.
+
+    ``models`` hold the weights of the last time training parked; read them only while :meth:`idle`.
+    """
+
+    def __init__(self, pool: TrainerPool, cfgs: dict[str, polar.TrainConfig], data_args: dict,
+                 data: polar.DeviceDataset, run_root: Path, owner: str, start: torch.nn.Module | None = None) -> None:
+        self.id = uuid.uuid4().hex[:10]
+        self.pool, self.cfgs, self.data_args, self.run_root, self.owner = pool, cfgs, data_args, Path(run_root), owner
+        self.upper = next(iter(cfgs.values())).upper
+        first = start if start is not None else polar.initial_model(next(iter(cfgs.values())), data.num_classes)
+        self.start_model = first
+        self.models = {m: copy.deepcopy(first) for m in cfgs}
+        self.steps_per_epoch = data.steps_per_epoch(next(iter(cfgs.values())).batch_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{data.num_train} training images make no batch of "
+                             f"{next(iter(cfgs.values())).batch_size}: raise the images per class or lower the batch "
+                             "size")
+        self._lock = threading.Lock()
+        self._parked = threading.Event()  # set while the child waits for a command with its weights copied back
+        self._parked.set()
+        self._child: _Child | None = None
+        self._sent = 0  # commands sent since the job; a "parked" report counts once the child has read them all
+        self._pending: tuple | None = None  # the command a queued duel sends once it gets a slot
+        hist = {m: polar.gamma_summary(polar.gamma_snapshot(model), self.upper) for m, model in self.models.items()}
+        self._snapshot = Snapshot(total_steps=next(iter(cfgs.values())).epochs * self.steps_per_epoch, hist=hist,
+                                  published_at=time.time())
+
+    # ---------------------------------------------------------------- controls (called from the page)
+
+    def prepare(self) -> None:
+        """Give this duel a trainer now (if the pool has room), so the first step follows Start within a second."""
+        self.pool.attach(self)
+
+    def start(self) -> None:
+        """Start, or resume after a pause (queued while the server trains as many duels as it may)."""
+        self._command(("go", None))
+
+    def step_epoch(self) -> None:
+        """Train until the next epoch ends, then pause."""
+        self._command(("go", self.snapshot().epoch + 1))
+
+    def pause(self, timeout: float = 30.0) -> None:
+        """Pause and wait until the child has finished its current step and sent its weights back."""
+        state = self.snapshot().state
+        if state == "queued":
+            self.pool.dequeue(self)
+            self._set(state="paused" if self.snapshot().step else "idle")
+            return
+        if state != "running" or self._child is None:
+            return
+        self._set(state="paused")
+        self._send(("pause", None))
+        self._parked.wait(timeout)
+        self.pool.wake()
+
+    def stop(self) -> None:
+        """Stop for good and free the trainer; the run directories keep their last complete epoch."""
+        self.pool.dequeue(self)
+        self.pool.forget(self)
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+        if self.snapshot().state not in ("done", "error"):
+            self._set(state="stopped")
+        self._parked.set()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return copy.copy(self._snapshot)
+
+    def idle(self) -> bool:
+        """True when the models are not being trained right now and hold the latest weights (safe to prune)."""
+        if self.snapshot().state in ("running", "queued"):
+            return False
+        return self._parked.wait(5.0)
+
+    def has_trainer(self) -> bool:
+        return self._child is not None and self._child.alive()
+
+    # ---------------------------------------------------------------- the pool's side
+
+    def _command(self, command: tuple) -> None:
+        if self.snapshot().state in ("done", "stopped", "error", "running", "queued"):
+            return
+        self._pending = command
+        self._set(state="queued")
+        self.pool.request_slot(self)
+
+    def _granted(self) -> None:
+        """The pool lets this duel train: make sure it has a trainer, then send the pending command."""
+        if not self.has_trainer() and not self.pool.attach(self, force=True):
+            self._set(state="error", message="no trainer process could be started")
+            return
+        command, self._pending = self._pending, None
+        self._set(state="running", queue_position=0)
+        self._send(command or ("go", None))
+
+    def _adopt_child(self, child: _Child) -> None:
+        """Give this duel a fresh child: send the job and listen to it."""
+        weights_from = self.models[next(iter(self.models))] if self.snapshot().step else self.start_model
+        cfgs = self.cfgs
+        if self.snapshot().step:  # resuming in a new child (its earlier one was released): continue the runs
+            raise RuntimeError("a duel that has trained keeps its trainer until it stops")
+        job = make_job(cfgs, self.data_args, start=weights_from, run_root=str(self.run_root),
+                       threads=self.pool.threads_per_trainer)
+        with self._lock:
+            self._child, self._sent = child, 0
+            self._snapshot.ready = False
+        child.send(("job", job))
+        threading.Thread(target=self._listen, args=(child,), name=f"polar-duel-{self.id}", daemon=True).start()
+
+    def _release_child(self) -> None:
+        """Take the prepared (never started) trainer away; a later Start gets another."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+        self._set(ready=False)
+
+    def _send(self, command: tuple) -> None:
+        child = self._child
+        if child is None:
+            return
+        with self._lock:
+            self._sent += 1
+            self._parked.clear()
+        if not child.send(command):
+            self._set(state="error", message="the training process is gone")
+            self._parked.set()
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            for k, v in changes.items():
+                setattr(self._snapshot, k, v)
+
+    def _listen(self, child: _Child) -> None:
+        """Folds the child's messages into the snapshot until the child is gone."""
+        while True:
+            try:
+                kind, payload = child.conn.recv()
+            except (EOFError, OSError):
+                if self._child is child and self.snapshot().state in ("running", "paused", "queued"):
+                    self._set(state="error", message=f"the training process exited ({child.process.poll()})")
+                self._parked.set()
+                self.pool.wake()
+                return
+            if kind == "ready":
+                self._set(ready=True, hist=payload["hist"], published_at=time.time())
+            elif kind == "failed":
+                self._set(state="error", message=payload)
+                self._parked.set()
+            elif kind == "step":
+                with self._lock:
+                    s = self._snapshot
+                    s.step, s.hist, s.published_at = payload["step"], {**s.hist, **payload["hist"]}, time.time()
+                    if "losses" in payload:  # sent once both models took the step
+                        s.steps = s.steps + [{"step": payload["step"], **payload["losses"]}]
+            elif kind == "epoch":
+                with self._lock:
+                    s = self._snapshot
+                    s.epochs = s.epochs + [payload["row"]]
+                    s.epoch = max(s.epoch, payload["row"]["epoch"])
+                    s.seconds_per_epoch = payload["seconds"]
+                    s.hist = {**s.hist, payload["row"]["method"]: payload["hist"]}
+                    s.published_at = time.time()
+            elif kind == "parked":  # the child rests: its weights, its state, and how many commands it has read
+                final = payload["state"] in ("done", "stopped", "error")
+                with self._lock:
+                    if payload["read"] < self._sent and not final:
+                        continue  # a newer command (e.g. Start right after a step) is on its way: not parked
+                    for m, model in read_weights(payload["weights"]).items():
+                        self.models[m].load_state_dict(model.state_dict())
+                    if self._snapshot.state != "stopped":
+                        self._snapshot.state, self._snapshot.message = payload["state"], payload["message"]
+                    self._parked.set()
+                self.pool.wake()
+                if final:
+                    return
+
+
+def _default_max_running() -> int:
+    """Duels that may train at once: one per two cores (each trainer uses the cores the page leaves it)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class TrainerPool:
+    """All trainer processes of one server (see the module docstring)."""
+
+    def __init__(self, is_alive: Callable[[str], bool], max_running: int | None = None,
+                 max_processes: int | None = None, orphan_grace_s: float = 10.0, spares: int = 1,
+                 threads_per_trainer: int | None = None) -> None:
+        self.is_alive = is_alive
+        self.max_running = max_running or int(os.environ.get("POLAR_MAX_TRAINERS", 0)) or _default_max_running()
+        self.max_processes = max_processes or self.max_running + 3
+        self.orphan_grace_s, self.spares = orphan_grace_s, spares
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+        # one core fewer than the machine has (shared by the running duels): OpenMP threads that keep being
+        # preempted by the page stall each other at every barrier
+        self.threads_per_trainer = threads_per_trainer or max(1, (cores - 1) // self.max_running)
+        self._lock = threading.RLock()
+        self._duels: dict[str, DuelHandle] = {}
+        self._queue: list[DuelHandle] = []
+        self._spare: list[_Child] = []
+        self._orphaned_since: dict[str, float] = {}
+        self._closed = threading.Event()
+        self._wake = threading.Event()
+        threading.Thread(target=self._loop, name="polar-trainer-pool", daemon=True).start()
+
+    # ---------------------------------------------------------------- what pages call
+
+    def new_duel(self, cfgs: dict[str, polar.TrainConfig], data_args: dict, data: polar.DeviceDataset,
+                 run_root: Path, owner: str, start: torch.nn.Module | None = None) -> DuelHandle:
+        duel = DuelHandle(self, cfgs, data_args, data, run_root, owner, start)
+        with self._lock:
+            self._duels[duel.id] = duel
+        return duel
+
+    def adopt(self, duel_id: str, owner: str) -> DuelHandle | None:
+        """The duel ``duel_id`` for a new session of the same browser tab (a reload), if its old session is gone."""
+        with self._lock:
+            duel = self._duels.get(duel_id)
+            if duel is None or (duel.owner != owner and self.is_alive(duel.owner)):
+                return None
+            duel.owner = owner
+            self._orphaned_since.pop(duel_id, None)
+            return duel
+
+    def attach(self, duel: DuelHandle, force: bool = False) -> bool:
+        """Give ``duel`` a trainer process (a spare when there is one). Without ``force`` only when the server is
+        below ``max_processes``; with it (the duel got a slot to train) a prepared-but-idle trainer of another
+        duel is released to make room."""
+        with self._lock:
+            if duel.has_trainer():
+                return True
+            if self.process_count() >= self.max_processes:
+                if not force:
+                    return False
+                idle = [d for d in self._duels.values() if d is not duel and d.has_trainer()
+                        and d.snapshot().state == "idle"]
+                if idle:
+                    idle[0]._release_child()
+            child = self._spare.pop() if self._spare else _Child()
+            duel._adopt_child(child)
+        self.wake()  # make a new spare
+        return True
+
+    def request_slot(self, duel: DuelHandle) -> None:
+        with self._lock:
+            if duel not in self._queue:
+                self._queue.append(duel)
+        self._schedule()
+
+    def dequeue(self, duel: DuelHandle) -> None:
+        with self._lock:
+            if duel in self._queue:
+                self._queue.remove(duel)
+        self.wake()
+
+    def forget(self, duel: DuelHandle) -> None:
+        with self._lock:
+            self._duels.pop(duel.id, None)
+            self._orphaned_since.pop(duel.id, None)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def running_count(self) -> int:
+        return sum(d.snapshot().state == "running" for d in list(self._duels.values()))
+
+    def process_count(self) -> int:
+        return len(self._spare) + sum(d.has_trainer() for d in list(self._duels.values()))
+
+    def close(self) -> None:
+        """Stop every duel and spare (the server is shutting down, or a test ends)."""
+        self._closed.set()
+        self.wake()
+        for duel in list(self._duels.values()):
+            duel.stop()
+        with self._lock:
+            spares, self._spare = self._spare, []
+        for child in spares:
+            child.kill()
+
+    # ---------------------------------------------------------------- the pool's own thread
+
+    def _schedule(self) -> None:
+        """Grant slots in queue order while fewer than ``max_running`` duels train; number the rest."""
+        with self._lock:
+            while self._queue and self.running_count() < self.max_running:
+                duel = self._queue.pop(0)
+                duel._granted()
+            for position, duel in enumerate(self._queue, start=1):
+                duel._set(queue_position=position)
+
+    def _reap_orphans(self) -> None:
+        now = time.time()
+        for duel in list(self._duels.values()):
+            if self.is_alive(duel.owner):
+                self._orphaned_since.pop(duel.id, None)
+            elif now - self._orphaned_since.setdefault(duel.id, now) >= self.orphan_grace_s:
+                duel.stop()  # nobody owns it any more: free its core and memory (its runs keep their epochs)
+
+    def _keep_spares(self) -> None:
+        with self._lock:
+            self._spare = [c for c in self._spare if c.alive()]
+            missing = min(self.spares - len(self._spare), self.max_processes - self.process_count())
+        for _ in range(max(0, missing)):
+            child = _Child()
+            with self._lock:
+                self._spare.append(child)
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            try:
+                self._reap_orphans()
+                self._schedule()
+                self._keep_spares()
+            except Exception as err:  # the pool must outlive any one duel's failure
+                print(f"polar trainer pool: {type(err).__name__}: {err}", file=sys.stderr)

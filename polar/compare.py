@@ -1,0 +1,72 @@
+"""Comparing regularizers the paper's way: prune each trained model to the same FLOPs, measure, fine-tune alike.
+
+    table, small = polar.matched_flops({"polar": m_polar, "l1": m_l1}, data, threshold=valley, reference="polar")
+    cfg = polar.finetune_config(train_cfg)            # the one fine-tune recipe (no regularizer)
+
+The app's Prune button, notebook 02, the CLI and the study all use these, so a comparison means the same thing
+everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from .config import SCHEDULES, ConfigError, TrainConfig
+from .data import DeviceDataset
+from .flops import cost, flops_reduction
+from .prune import prune
+from .threshold import threshold_for_reduction
+from .train import evaluate
+
+__all__ = ["matched_flops", "finetune_config", "MATCHED_COLUMNS"]
+
+MATCHED_COLUMNS = ["method", "threshold", "macs", "params", "flops_reduction", "acc_unpruned", "acc_pruned",
+                   "acc_zero_beta"]
+
+
+def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshold: float | None = None,
+                  reduction: float | None = None, reference: str | None = None, round_to: int = 1,
+                  narrow_residual: bool = False) -> tuple[pd.DataFrame, dict[str, nn.Module]]:
+    """Prune every model to one FLOPs reduction and measure it; a row per method and the pruned (folded) models.
+
+    Either ``reference`` and ``threshold``: that model is pruned at the threshold (e.g. its valley) and the others
+    to the FLOPs reduction it reached; or ``reduction``: every model is pruned to it (``threshold_for_reduction``).
+    Accuracies are on ``data``'s test split before fine-tuning: unpruned, pruned with the removed channels'
+    constants folded (``acc_pruned``, equal to masking) and with them dropped as the paper's code does
+    (``acc_zero_beta``).
+    """
+    if (threshold is None) == (reduction is None) or (threshold is not None and reference not in models):
+        raise ConfigError("give a reference model's name with its threshold, or a FLOPs reduction for all models")
+    options: dict[str, Any] = {"round_to": round_to, "narrow_residual": narrow_residual}
+    thresholds: dict[str, float] = {}
+    if threshold is not None:
+        assert reference is not None
+        base = cost(models[reference])
+        reduction = flops_reduction(base, cost(prune(models[reference], threshold, **options)))
+        thresholds[reference] = threshold
+    for name, model in models.items():
+        if name not in thresholds:  # nothing to remove: a threshold below every γ
+            thresholds[name] = threshold_for_reduction(model, reduction, **options) if reduction > 0 else -1.0
+    rows, small = [], {}
+    for name, model in models.items():
+        model = model.to(data.device).eval()
+        small[name] = prune(model, thresholds[name], **options)
+        dropped = prune(model, thresholds[name], zero_beta=True, **options)
+        before, after = cost(model), cost(small[name])
+        rows.append({"method": name, "threshold": thresholds[name], "macs": after.macs, "params": after.params,
+                     "flops_reduction": flops_reduction(before, after), "acc_unpruned": evaluate(model, data)[1],
+                     "acc_pruned": evaluate(small[name], data)[1], "acc_zero_beta": evaluate(dropped, data)[1]})
+    return pd.DataFrame(rows, columns=MATCHED_COLUMNS), small
+
+
+def finetune_config(cfg: TrainConfig, preset: str = "demo-finetune", **overrides: Any) -> TrainConfig:
+    """``cfg`` turned into the fine-tuning recipe: no regularizer, ``preset``'s schedule, then ``overrides``.
+
+    Model, data and seed stay those of ``cfg``, so every pruned network of a comparison is fine-tuned alike."""
+    if preset not in SCHEDULES:
+        raise ConfigError(f"unknown schedule preset {preset!r}; choose one of: {', '.join(SCHEDULES)}")
+    return dataclasses.replace(cfg, **{**SCHEDULES[preset], "reg": "none", "lam": 0.0, **overrides})

@@ -1,0 +1,184 @@
+"""A :class:`polar.Duel` in its own process, driven by commands and reporting small snapshots.
+
+    python -m polar.duel_process FD        # FD: this end of a socket pair, inherited from the parent
+
+Why a separate interpreter (not fork or forkserver): a process forked from a web server inherits its threads and
+its ``__main__`` (Streamlit's page script, which multiprocessing re-imports in every child), and sending two models'
+tensors through ``torch.multiprocessing`` costs one file descriptor per tensor (ResNet-56: 664, over what a fork
+server accepts). Here the parent sends one pickled job — configs, where the data is, the start's weights as one
+``torch.save`` blob — and the child builds everything itself. It imports torch at start-up, before any job, so a
+parent keeps one such process ready and a job's first step follows within about a second.
+
+Protocol (pickled tuples over a ``multiprocessing.connection.Connection``, between processes of one user):
+  parent → child: ``("job", dict)``, then ``("go", until_epoch | None)``, ``("pause", None)``, ``("stop", None)``
+  child → parent: ``("ready", info)``, ``("step", info)``, ``("epoch", info)``,
+                  ``("parked", {"state", "message", "read", "weights"})`` (weights: one ``torch.save`` blob),
+                  ``("failed", message)`` (the job could not be set up).
+The child exits after ``stop``, when training is done, or when the parent goes away (its socket closes).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .datasets import load_dataset
+from .device import resolve_device
+from .duel import Duel
+from .gamma_stats import gamma_summary
+from .saving import model_from_record
+from .train import EpochEvent, StepEvent, gamma_snapshot
+
+__all__ = ["serve", "make_job", "weights_blob", "read_weights"]
+
+NICENESS = 10  # a web server and its browser go first; training takes the CPU time they leave
+IDLE_EXIT_S = 30 * 60  # a child nobody sends a job to (its parent forgot it) leaves after this long
+
+
+def weights_blob(models: dict[str, torch.nn.Module]) -> bytes:
+    """Each model's record (architecture, spec, state_dict) as one ``torch.save`` blob."""
+    from .saving import model_record
+
+    buffer = io.BytesIO()
+    torch.save({name: model_record(model) for name, model in models.items()}, buffer)
+    return buffer.getvalue()
+
+
+def read_weights(blob: bytes) -> dict[str, torch.nn.Module]:
+    """The models of :func:`weights_blob` (weights only: nothing pickled is executed)."""
+    records = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    return {name: model_from_record(record) for name, record in records.items()}
+
+
+def make_job(cfgs: dict[str, TrainConfig], data: dict[str, Any], start: torch.nn.Module | None = None,
+             run_root: str | None = None, publish_every: float = 0.25, threads: int = 1) -> dict[str, Any]:
+    """A job for :func:`serve`: the duel's configs, the arguments of ``polar.load_dataset`` (``data``), the start
+    model (None: fresh weights from the first config's seed), where run directories go, how often to publish."""
+    return {"cfgs": {m: c.to_dict() for m, c in cfgs.items()}, "data": data, "run_root": run_root,
+            "start": weights_blob({"start": start}) if start is not None else None,
+            "publish_every": publish_every, "threads": threads}
+
+
+def serve(conn: Connection) -> None:
+    """Wait for one job, then train it as the parent commands."""
+    if not conn.poll(IDLE_EXIT_S):
+        return
+    kind, job = conn.recv()
+    if kind != "job":
+        return
+    try:
+        torch.set_num_threads(max(1, int(job["threads"])))
+        cfgs = {m: TrainConfig.from_dict(c) for m, c in job["cfgs"].items()}
+        first = next(iter(cfgs.values()))
+        data = load_dataset(**job["data"], device=resolve_device(first.device))
+        start = read_weights(job["start"])["start"] if job["start"] else None
+        duel = Duel(cfgs, data, start=start, run_root=job["run_root"])
+        _warm_up(next(iter(duel.models.values())), data, first)
+    except Exception as err:  # reported in the page as one line
+        conn.send(("failed", f"{type(err).__name__}: {err}"))
+        return
+    upper = first.upper
+    conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
+                         "total_steps": first.epochs * duel.steps_per_epoch}))
+    _run(conn, duel, upper, float(job["publish_every"]))
+
+
+def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> None:
+    """The command loop: train while running, publish at most every ``publish_every`` seconds, park on command."""
+    read = 0  # commands read so far: the parent trusts a "parked" report only once all its commands were read
+    methods = list(duel.models)
+
+    def park(state: str, message: str = "") -> None:
+        conn.send(("parked", {"state": state, "message": message, "read": read,
+                              "weights": weights_blob(duel.models)}))
+
+    def summaries() -> dict[str, dict]:
+        return {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()}
+
+    events = iter(duel)
+    running, pause_after, last_publish, losses, step = False, None, 0.0, {}, 0
+    try:
+        while True:
+            if not running or conn.poll():
+                kind, arg = conn.recv()
+                read += 1
+                if kind == "stop":
+                    park("stopped")
+                    return
+                if kind == "pause":
+                    running = False
+                    park("paused")
+                    continue
+                if kind == "go":
+                    running, pause_after = True, arg
+                continue
+            finished_epoch = None
+            for _ in methods:  # one step (or epoch end) of each method
+                event = next(events, None)
+                if event is None:
+                    park("done")
+                    return
+                m, event = event
+                if isinstance(event, StepEvent):
+                    losses[f"loss_{m}"] = float(event.loss)
+                    step = event.step
+                    if m != methods[-1] and time.time() - last_publish >= publish_every:
+                        # between methods too: each histogram is redrawn as soon as its model has moved
+                        conn.send(("step", {"step": step, "hist": summaries()}))
+                        last_publish = time.time()
+                elif isinstance(event, EpochEvent):
+                    finished_epoch = event.epoch
+                    summary = gamma_summary(event.gammas, upper)
+                    conn.send(("epoch", {"row": {"method": m, **event.metrics(), **summary}, "hist": summary,
+                                         "seconds": event.seconds}))
+            if finished_epoch is None and time.time() - last_publish >= publish_every:
+                conn.send(("step", {"step": step, "losses": dict(losses), "hist": summaries()}))
+                last_publish = time.time()
+            if finished_epoch is not None and pause_after == finished_epoch:
+                running, pause_after = False, None
+                park("paused")
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone: nobody to train for
+    except Exception as err:  # shown in the page as one line, never as a traceback
+        park("error", f"{type(err).__name__}: {err}")
+    finally:
+        duel.close()
+
+
+def _warm_up(model: torch.nn.Module, data, cfg: TrainConfig) -> None:
+    """One throwaway forward and backward pass on a copy, in the training's memory format and precision: oneDNN
+    builds its kernels for these shapes now rather than in the first step after Start (~1 s on a 2-core CPU)."""
+    from .device import autocast
+
+    spare = copy.deepcopy(model).to(data.device).train()
+    x = data.test_x[: cfg.batch_size]
+    if cfg.channels_last:
+        spare, x = spare.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with autocast(data.device, cfg.amp):
+        out = spare(x)
+    out.float().sum().backward()
+
+
+def main(argv: list[str]) -> None:
+    try:
+        os.nice(NICENESS)
+    except OSError:  # not permitted on some systems: train at normal priority
+        pass
+    conn = Connection(int(argv[1]))
+    try:
+        serve(conn)
+    except (EOFError, BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
+        pass
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

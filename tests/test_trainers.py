@@ -1,0 +1,132 @@
+"""The explorer's trainer pool without a browser: every CIFAR model trains in a trainer process, the pool bounds
+its processes and running duels, orphaned duels stop, a reload adopts its duel."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import polar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
+from trainers import TrainerPool  # noqa: E402
+
+CIFAR_MODELS = [m for m in polar.list_models() if not m.endswith("imagenet")]
+DATA_ARGS = {"name": "synthetic", "subset": 16}
+
+
+class Owners:
+    """Which fake browser sessions are connected."""
+
+    def __init__(self) -> None:
+        self.alive: set[str] = set()
+
+    def __call__(self, session: str) -> bool:
+        return session in self.alive
+
+
+@pytest.fixture
+def owners() -> Owners:
+    return Owners()
+
+
+@pytest.fixture
+def pool(owners: Owners):
+    pool = TrainerPool(owners, max_running=1, max_processes=3, orphan_grace_s=1.0, threads_per_trainer=1)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def data() -> polar.DeviceDataset:
+    return polar.load_dataset(**DATA_ARGS)
+
+
+def _cfgs(model: str = "resnet20", epochs: int = 1, batch_size: int = 16) -> dict[str, polar.TrainConfig]:
+    base = dict(model=model, dataset="synthetic", subset=16, epochs=epochs, batch_size=batch_size, lr=0.05,
+                lr_schedule="constant", device="cpu")
+    return {"polar": polar.TrainConfig(**base, reg="polar", lam=0.01, t=1.2),
+            "l1": polar.TrainConfig(**base, reg="l1", lam=0.01)}
+
+
+def _wait(condition, timeout: float = 90.0, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("model", CIFAR_MODELS)
+def test_every_cifar_model_prepares_steps_and_parks_in_a_trainer(pool: TrainerPool, owners: Owners,
+                                                               data: polar.DeviceDataset, tmp_path: Path,
+                                                               model: str) -> None:
+    owners.alive.add("me")
+    duel = pool.new_duel(_cfgs(model), DATA_ARGS, data, tmp_path / "runs", owner="me")
+    before = {m: polar.gamma_snapshot(net) for m, net in duel.models.items()}
+    duel.prepare()
+    _wait(lambda: duel.snapshot().ready or duel.snapshot().state == "error", what="the trainer to get ready")
+    assert duel.snapshot().state == "idle", duel.snapshot().message
+    duel.step_epoch()
+    _wait(lambda: duel.snapshot().state not in ("running", "queued"), what="one epoch")
+    snap = duel.snapshot()
+    assert snap.state == "paused" and snap.epoch == 1, snap.message
+    assert {e["method"] for e in snap.epochs} == {"polar", "l1"}
+    assert duel.idle()
+    after = {m: polar.gamma_snapshot(net) for m, net in duel.models.items()}  # the trained weights came back
+    assert all(not torch.equal(before[m][k], after[m][k]) for m in after for k in after[m])
+    assert (tmp_path / "runs" / "polar" / "checkpoint.pt").is_file()
+    duel.stop()
+    assert not duel.has_trainer()
+
+
+def test_running_duels_are_capped_and_queued_duels_start_when_a_slot_frees(pool: TrainerPool, owners: Owners,
+                                                                          data: polar.DeviceDataset,
+                                                                          tmp_path: Path) -> None:
+    owners.alive.update({"a", "b"})
+    first = pool.new_duel(_cfgs(epochs=2), DATA_ARGS, data, tmp_path / "a", owner="a")
+    second = pool.new_duel(_cfgs(epochs=2), DATA_ARGS, data, tmp_path / "b", owner="b")
+    first.start()
+    second.start()
+    _wait(lambda: second.snapshot().queue_position == 1, what="the second duel to queue")
+    assert first.snapshot().state == "running" and second.snapshot().state == "queued"
+    _wait(lambda: first.snapshot().state == "done" and second.snapshot().state == "done", timeout=180,
+          what="both duels to finish")
+    assert first.snapshot().epoch == second.snapshot().epoch == 2
+    assert pool.running_count() == 0
+
+
+def test_a_closed_session_stops_its_training_and_a_reload_adopts_it(pool: TrainerPool, owners: Owners,
+                                                                    data: polar.DeviceDataset,
+                                                                    tmp_path: Path) -> None:
+    owners.alive.add("tab")
+    duel = pool.new_duel(_cfgs(epochs=50), DATA_ARGS, data, tmp_path / "runs", owner="tab")
+    duel.start()
+    _wait(lambda: duel.snapshot().step > 0, what="training to start")
+    assert pool.adopt(duel.id, "intruder") is None  # its owner is connected: nobody else can take it
+    owners.alive.discard("tab")  # a reload: the old session is gone, the new one names the duel in its URL
+    owners.alive.add("reloaded")
+    assert pool.adopt(duel.id, "reloaded") is duel
+    time.sleep(2 * pool.orphan_grace_s)
+    assert duel.snapshot().state == "running"  # adopted in time: still training
+    owners.alive.discard("reloaded")  # the tab is closed for good
+    t0 = time.time()
+    _wait(lambda: duel.snapshot().state == "stopped", timeout=30, what="the orphaned duel to stop")
+    print(f"\norphaned duel stopped {time.time() - t0:.1f}s after its session closed "
+          f"(grace {pool.orphan_grace_s}s)")
+    assert not duel.has_trainer()
+    assert pool.adopt(duel.id, "later") is None  # forgotten once stopped
+
+
+def test_process_count_stays_bounded_when_many_sessions_come_and_go(pool: TrainerPool, owners: Owners,
+                                                                   data: polar.DeviceDataset,
+                                                                   tmp_path: Path) -> None:
+    for i in range(8):
+        owners.alive.add(f"s{i}")
+        pool.new_duel(_cfgs(), DATA_ARGS, data, tmp_path / str(i), owner=f"s{i}").prepare()
+        assert pool.process_count() <= pool.max_processes
+        owners.alive.discard(f"s{i}")
+    _wait(lambda: pool.process_count() <= pool.spares and not pool._duels, timeout=30,
+          what="orphaned trainers to be released")
