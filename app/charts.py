@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 COLORS = {"polar": "#d62728", "l1": "#1f77b4", "none": "#7f7f7f"}
-NAMES = {"polar": "Polarization", "l1": "L1 (network slimming)", "none": "No regularizer"}
+NAMES = {"polar": "Polarization", "l1": "L1 (network slimming)", "none": "No regularizer (the baseline)"}
 
 
 def histograms(hist: dict[str, dict], upper: float, threshold: float | None, log_y: bool,

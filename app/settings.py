@@ -12,20 +12,29 @@ import streamlit as st
 
 import polar
 
-DEMO = dict(model="resnet20", subset=300, epochs=6, batch_size=32, lr=0.1, seed=0, lam=0.01, t=1.2, l1_lam=0.01)
+# From the trained baseline Polar ships: a brief sparse training at a fine-tuning learning rate. λ is ~600x the
+# paper's (a few hundred steps instead of 200 epochs); L1's λ follows polar.l1_lambda_for (same average pull on γ).
+DEMO = dict(start="baseline", model="resnet20", subset=1000, epochs=3, batch_size=64, lr=0.02, seed=0, lam=0.03,
+            t=1.2, l1_lam=polar.l1_lambda_for(0.03, 1.2))
+SCRATCH = dict(start="scratch", model="resnet20", subset=300, epochs=6, batch_size=32, lr=0.1, seed=0, lam=0.01,
+               t=1.2, l1_lam=polar.l1_lambda_for(0.01, 1.2))
 PRESETS: dict[str, dict[str, Any]] = {
-    "Fast CPU demo": DEMO,
-    "Paper settings (ResNet-56, 200 epochs)": dict(model="resnet56", subset=0, epochs=200, batch_size=64, lr=0.1,
-                                                   seed=0, lam=5e-5, t=1.4, l1_lam=1e-4),
+    "Fast CPU demo (from the trained baseline)": DEMO,
+    "From scratch (the paper's protocol, brief)": SCRATCH,
+    "Paper settings (ResNet-56, 200 epochs)": dict(start="scratch", model="resnet56", subset=0, epochs=200,
+                                                   batch_size=64, lr=0.1, seed=0, lam=5e-5, t=1.4,
+                                                   l1_lam=polar.l1_lambda_for(5e-5, 1.4)),
     "t = 0 (no pull to zero: spreads γ apart)": {**DEMO, "t": 0.0},
-    "λ too strong": {**DEMO, "lam": 0.1, "l1_lam": 0.1},
+    "λ too strong": {**DEMO, "lam": 0.3, "l1_lam": polar.l1_lambda_for(0.3, 1.2)},
 }
+STARTS = {"baseline": "the trained baseline", "scratch": "scratch (random weights, the paper's protocol)"}
 DEVICES = ["auto", "cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
 DATASETS = ["cifar10", "synthetic", "cifar100"]
 
 
 @dataclass
 class Settings:
+    start: str
     model: str
     dataset: str
     subset: int
@@ -38,18 +47,30 @@ class Settings:
     t: float
     l1_lam: float
 
-    def configs(self, test_subset: int | None = 100) -> dict[str, polar.TrainConfig]:
+    def from_baseline(self) -> str:
+        """Why the duel cannot start from the trained baseline ("" when it can)."""
+        if self.start != "baseline":
+            return ""
+        shipped = polar.list_pretrained().get(self.model)
+        if shipped is None:
+            return f"Polar ships no trained {self.model} (only {', '.join(polar.list_pretrained()) or 'none'})"
+        if self.dataset != shipped["dataset"]:
+            return f"the trained {self.model} learned {shipped['dataset']}, not {self.dataset}"
+        return ""
+
+    def configs(self) -> dict[str, polar.TrainConfig]:
         """The two training configs of the duel (raises polar.ConfigError on bad values)."""
+        init = "pretrained" if self.start == "baseline" and not self.from_baseline() else ""
         base = dict(model=self.model, dataset=self.dataset, subset=self.subset, epochs=self.epochs,
                     batch_size=self.batch_size, lr=self.lr, lr_schedule="cosine" if self.epochs < 50 else "step",
-                    weight_decay=1e-4, bn_wd=False, seed=self.seed, device=self.device)
+                    weight_decay=1e-4, bn_wd=False, seed=self.seed, device=self.device, init=init)
         return {"polar": polar.TrainConfig(**base, reg="polar", lam=self.lam, t=self.t),
                 "l1": polar.TrainConfig(**base, reg="l1", lam=self.l1_lam)}
 
 
 _DEFAULTS: dict[str, Any] = {**DEMO, "dataset": "cifar10", "device": "auto"}
 _CHOICES = {"model": [m for m in polar.list_models() if not m.endswith("imagenet")], "dataset": DATASETS,
-            "device": DEVICES}
+            "device": DEVICES, "start": list(STARTS)}
 _LIMIT_OF = {"l1_lam": "lam"}  # settings checked against another field's polar.LIMITS entry
 
 
@@ -100,6 +121,10 @@ def sidebar() -> Settings:
                      placeholder="choose a preset…", help="Fills the settings below; brief presets scale λ up.")
         st.caption("Brief runs need a far larger λ than the paper's 200-epoch values: the push on γ grows with "
                    "λ × lr × steps.")
+        st.radio("Start from", list(STARTS), format_func=STARTS.get, key="start",
+                 help="The trained baseline has learned CIFAR-10 (see its accuracy below), so pruning it shows what "
+                      "each regularizer's pruning costs. Scratch trains from random weights, as the paper does over "
+                      "200 epochs; briefly, on a CPU, that network has barely learned.")
         st.selectbox("Model", _CHOICES["model"], key="model")
         st.selectbox("Dataset", DATASETS, key="dataset")
         st.number_input("Images per class (0 = all)", *_limits("subset"), step=50, key="subset")
@@ -112,6 +137,10 @@ def sidebar() -> Settings:
         st.number_input("Polarization λ", *_limits("lam"), format="%.5f", step=0.001, key="lam")
         st.slider("Polarization t", *_limits("t"), step=0.05, key="t")
         st.number_input("L1 λ", *_limits("l1_lam"), format="%.5f", step=0.001, key="l1_lam")
+        rule = polar.l1_lambda_for(st.session_state["lam"], st.session_state["t"])
+        st.caption(f"The rule gives L1 λ = t·λ = {rule:.5g}: on average both pull γ toward 0 equally hard; "
+                   "polarization pulls the small ones harder and the large ones less.")
+        st.button("Set L1 λ by the rule", on_click=lambda: st.session_state.update(l1_lam=rule))
     values = {key: st.session_state[key] for key in _DEFAULTS}
     st.query_params.from_dict({k: str(v) for k, v in values.items()})
     return Settings(**values)

@@ -27,6 +27,10 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "imagenet": dict(epochs=120, batch_size=256, lr=0.1, lr_schedule="cosine", weight_decay=1e-4, bn_wd=True),
     "demo": dict(epochs=5, batch_size=128, lr=0.1, lr_schedule="cosine", weight_decay=5e-4, bn_wd=False),
     "demo-finetune": dict(epochs=3, batch_size=128, lr=0.02, lr_schedule="cosine", weight_decay=5e-4, bn_wd=False),
+    # the explorer's and notebook 02's default: brief sparse training of the trained baseline Polar ships
+    # (polar.pretrained), at a fine-tuning learning rate, with λ ~600x the paper's for a few hundred steps
+    "demo-baseline": dict(epochs=3, batch_size=64, lr=0.02, lr_schedule="cosine", weight_decay=1e-4, bn_wd=False,
+                          init="pretrained", lam=0.03, t=1.2),
 }
 
 # Polarization settings at the paper's scale (200 CIFAR epochs). Its released CIFAR scripts use λ = 1e-4;
@@ -138,11 +142,11 @@ class TrainConfig:
 
     @classmethod
     def from_preset(cls, schedule: str, **overrides: Any) -> TrainConfig:
-        """A schedule from ``SCHEDULES`` plus the model's ``PAPER_SETTINGS``, then ``overrides`` on top."""
+        """The model's ``PAPER_SETTINGS``, a schedule from ``SCHEDULES`` over them, then ``overrides`` on top."""
         if schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule preset {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        values = dict(SCHEDULES[schedule])
-        values.update(PAPER_SETTINGS.get(overrides.get("model", cls.model), {}))
+        values = dict(PAPER_SETTINGS.get(overrides.get("model", cls.model), {}))
+        values.update(SCHEDULES[schedule])  # a schedule that sets λ and t (demo-baseline) wins over the paper's
         values.update(overrides)
         return cls.from_dict(values)
 

@@ -14,7 +14,7 @@ from .config import check_range
 from .models import sparse_bns
 
 __all__ = ["polarization", "l1", "Polarization", "L1", "NoRegularizer", "Regularizer", "make_regularizer",
-           "sparse_gammas"]
+           "sparse_gammas", "l1_lambda_for"]
 
 
 def sparse_gammas(model: nn.Module) -> Tensor:
@@ -99,6 +99,17 @@ class NoRegularizer(Regularizer):
 
     def __repr__(self) -> str:
         return "NoRegularizer()"
+
+
+def l1_lambda_for(lam: float, t: float) -> float:
+    """L1's λ for a comparison with polarization at (λ, t): t·λ, the same average pull on γ.
+
+    Per unit of lr, polarization pulls each γ below the mean toward 0 by λ(t+1) and each above it by λ(t−1): on
+    average (half on each side) λt, which is what L1 with λ' = tλ pulls every γ by. Equal λ would make L1 weaker on
+    average for t > 1. Both remove γ mass equally fast at the start; polarization concentrates it on the small
+    channels. (The official code tuned each method's λ on its own; this rule is Polar's default for a duel.)
+    """
+    return check_range("lam", t * lam)
 
 
 def make_regularizer(reg: str, lam: float = 0.0, t: float = 1.2, upper: float = 1.0) -> Regularizer:

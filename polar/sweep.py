@@ -9,19 +9,57 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from copy import deepcopy
+
 import pandas as pd
+import torch
 from torch import nn
 
 from .data import DeviceDataset
 from .flops import cost, flops_reduction
+from .models import sparse_bns
 from .prune import prune
 from .threshold import threshold_for_reduction
 from .train import evaluate
 
-__all__ = ["sweep", "SWEEP_COLUMNS"]
+__all__ = ["sweep", "separate_ties", "SWEEP_COLUMNS"]
+
+TIE_STEP = 1e-6  # at most this apart after separate_ties; far below any threshold a histogram can resolve
 
 SWEEP_COLUMNS = ["threshold", "target_reduction", "macs", "flops", "params", "flops_reduction", "acc_folded",
                  "acc_zero_beta", "acc_unpruned"]
+
+
+@torch.no_grad()
+def separate_ties(model: nn.Module) -> nn.Module:
+    """A copy whose exactly equal sparse γ are made distinct by a deterministic rule, so a threshold between
+    them can prune some of a tie and not all of it.
+
+    Rule: within a group of equal γ, channels are ordered by |β| (a smaller constant output goes first), then by
+    their position in the network (forward order, then channel index); the k-th gets γ + k·step, with step ≤
+    ``TIE_STEP`` and small enough to stay below the next larger γ. The copy's outputs differ from the model's only
+    through those ≤ 1e-6 changes of γ.
+    """
+    copy = deepcopy(model)
+    bns = sparse_bns(copy)
+    gamma = torch.cat([bn.weight.detach().flatten() for bn in bns])
+    beta = torch.cat([bn.bias.detach().abs().flatten() for bn in bns])
+    values, inverse, counts = torch.unique(gamma, return_inverse=True, return_counts=True)
+    if int(counts.max()) == 1:
+        return copy
+    gaps = torch.cat([values[1:] - values[:-1], values.new_tensor([1.0])])
+    order = torch.arange(len(gamma), device=gamma.device)
+    new = gamma.clone()
+    for group in torch.nonzero(counts > 1).flatten().tolist():
+        members = torch.nonzero(inverse == group).flatten()
+        members = members[sorted(range(len(members)), key=lambda i: (float(beta[members[i]]), int(order[members[i]])))]
+        step = min(TIE_STEP, float(gaps[group]) / (len(members) + 1))
+        new[members] = values[group] + step * torch.arange(len(members), device=gamma.device, dtype=gamma.dtype)
+    start = 0
+    for bn in bns:
+        bn.weight.copy_(new[start:start + bn.num_features])
+        start += bn.num_features
+    return copy
 
 
 def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | None = None,
@@ -30,12 +68,15 @@ def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | N
     """One row per threshold (or per target FLOPs reduction): threshold, MACs, FLOPs, params, FLOPs reduction and
     test accuracy of the pruned model before fine-tuning (folded and ``zero_beta``), plus the unpruned accuracy.
 
+    γ that are exactly equal (polarization's clamp leaves many at exactly 0) are first told apart by
+    :func:`separate_ties`, so a FLOPs target inside the spike prunes part of it instead of all of it.
+
     Exactly one of ``thresholds`` and ``reductions`` must be given; ``round_to`` and ``narrow_residual`` are
     ``polar.prune``'s options, used for the threshold search and both prunings.
     """
     if (thresholds is None) == (reductions is None):
         raise ValueError("give either thresholds or target FLOPs reductions")
-    model = model.to(data.device).eval()
+    model = separate_ties(model.to(data.device).eval())
     base = cost(model, input_size)
     unpruned = evaluate(model, data)[1]
     targets: list[tuple[float, float | None]] = (

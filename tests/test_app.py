@@ -30,13 +30,14 @@ def test_default_page_renders(app: AppTest) -> None:
     app.run()
     assert not app.exception
     assert app.title[0].value.startswith("Polarization vs. L1")
-    assert app.sidebar.number_input(key="lam").value == 0.01 and app.sidebar.selectbox(key="model").value == "resnet20"
+    assert app.sidebar.number_input(key="lam").value == 0.03 and app.sidebar.selectbox(key="model").value == "resnet20"
     assert any("device" in c.value for c in app.caption)
     assert [b.label for b in app.button][:4] == ["▶ Start", "⏸ Pause", "⏭ Step one epoch", "⟲ Reset"]
 
 
 def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(app: AppTest) -> None:
-    app.query_params.update(dataset="synthetic", subset="100", epochs="3")
+    app.query_params.update(dataset="synthetic", start="scratch", subset="100", epochs="3", batch_size="32", lr="0.1",
+                            l1_lam="0.02")
     app.run()
     app.sidebar.number_input(key="lam").set_value(0.02)
     app.sidebar.slider(key="t").set_value(1.3)
@@ -74,7 +75,7 @@ def test_bad_input_is_reported_in_the_page(app: AppTest) -> None:
     assert not app.exception
     ignored = " ".join(t.value for t in app.text)
     assert "Ignored URL settings" in app.warning[0].value and "lam=-1" in ignored and "epochs=many" in ignored
-    assert app.sidebar.number_input(key="lam").value == 0.01  # the default replaced the bad value
+    assert app.sidebar.number_input(key="lam").value == 0.03  # the default replaced the bad value
     app.sidebar.number_input(key="subset").set_value(1)
     app.sidebar.number_input(key="batch_size").set_value(64)
     app.run()
@@ -93,7 +94,7 @@ def test_nan_and_infinity_in_the_url_are_refused_for_every_setting(app: AppTest,
     assert not app.exception and not app.error
     ignored = " ".join(t.value for t in app.text)
     assert all(f"{key}={value}" in ignored for key in URL_SETTINGS), ignored
-    assert app.sidebar.number_input(key="lam").value == 0.01 and app.sidebar.slider(key="t").value == 1.2
+    assert app.sidebar.number_input(key="lam").value == 0.03 and app.sidebar.slider(key="t").value == 1.2
 
 
 def test_url_values_are_shown_as_text_never_as_markdown(app: AppTest) -> None:

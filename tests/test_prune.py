@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import polar
+from polar.sweep import separate_ties
 
 from .conftest import polarize_randomly
 
@@ -225,3 +226,26 @@ def test_channels_last_residual_scatter_matches_nchw() -> None:
     _outputs_match(out.detach(), out_cl.detach())  # training mode: the out-of-place scatter, with autograd
     out_cl.sum().backward()
     assert all(p.grad is not None for p in small.parameters() if p.requires_grad)
+
+
+def test_ties_at_zero_are_separated_so_targets_inside_the_spike_give_points() -> None:
+    model = polar.create_model("resnet20").eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for bn in polar.sparse_bns(model):  # half of every layer exactly at 0, as polarization's clamp leaves it
+            bn.weight.uniform_(0.3, 0.9)
+            bn.weight[: bn.num_features // 2] = 0
+            bn.bias.normal_()
+    separated = separate_ties(model)
+    before, after = polar.sparse_gammas(model).detach(), polar.sparse_gammas(separated).detach()
+    assert len(torch.unique(after)) == len(after)  # every tie told apart
+    assert (after - before).abs().max() <= 1e-6 * len(after)  # by tiny steps
+    assert torch.equal(polar.sparse_gammas(separate_ties(model)).detach(), after)  # deterministically
+    zeros = before == 0
+    beta = torch.cat([bn.bias.detach().abs() for bn in polar.sparse_bns(model)])
+    rank = after[zeros].argsort()
+    assert torch.all(beta[zeros][rank][:-1] <= beta[zeros][rank][1:])  # smaller |β| goes first
+    data = polar.load_dataset("synthetic", subset=10)
+    table = polar.sweep(model, data, reductions=[0.1, 0.2, 0.3])
+    assert table["flops_reduction"].tolist() == sorted(table["flops_reduction"].tolist())
+    assert all(abs(r - t) < 0.03 for r, t in zip(table["flops_reduction"], table["target_reduction"]))

@@ -24,6 +24,7 @@ from trainers import DuelHandle, TrainerPool
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
+TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]
 
 
 def _session_alive(session_id: str) -> bool:
@@ -51,10 +52,10 @@ def device_data(dataset: str, subset: int, device: str) -> tuple[polar.DeviceDat
 
 
 def duel_configs(settings: Settings) -> dict[str, polar.TrainConfig]:
-    """The settings' two configs, on the synthetic dataset when the chosen one is not available."""
+    """The settings' two configs, on the synthetic dataset (from scratch) when the chosen one is not available."""
     cfgs = settings.configs()
     if device_data(settings.dataset, settings.subset, settings.device)[2]:
-        cfgs = {m: dataclasses.replace(c, dataset="synthetic") for m, c in cfgs.items()}
+        cfgs = {m: dataclasses.replace(c, dataset="synthetic", init="") for m, c in cfgs.items()}
     return cfgs
 
 
@@ -101,6 +102,14 @@ except (polar.ConfigError, ValueError) as err:
 data, _, fallback = device_data(settings.dataset, settings.subset, settings.device)
 if fallback:
     st.warning(fallback)
+if settings.start == "baseline":
+    why_not = settings.from_baseline() or (fallback and "the trained baseline learned CIFAR-10, not synthetic data")
+    if why_not:
+        st.info(f"Starting from scratch: {why_not}.")
+    else:
+        shipped = polar.list_pretrained()[settings.model]
+        st.caption(f"Start: Polar's trained {settings.model} ({100 * shipped['test_acc']:.2f} % on the "
+                   f"{shipped['dataset_source']} test split), then a brief sparse training of each copy.")
 device = polar.resolve_device(settings.device)
 st.caption(f"Data: {data.source} · {data.num_train:,} training images, {len(data.test_y):,} test images · "
            f"device: **{device}**" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
@@ -263,7 +272,13 @@ if result is not None:
 
 if st.button("Trade-off curve (accuracy vs. FLOPs reduction)"):
     with st.spinner("Sweeping FLOPs reductions for both networks…"):
-        st.session_state["tradeoff"] = {m: polar.sweep(models[m], data, reductions=[0.2, 0.4, 0.6])
-                                        for m in ("polar", "l1")}
+        curves = dict(models)
+        if duel.cfgs["polar"].init:  # the start had learned: its own curve shows what pruning costs untrained-for
+            curves["none"] = duel.start_model
+        st.session_state["tradeoff"] = {m: polar.sweep(model, data, reductions=TRADEOFF_REDUCTIONS)
+                                        for m, model in curves.items()}
 if st.session_state["tradeoff"] is not None:
     st.plotly_chart(charts.tradeoff(st.session_state["tradeoff"]), width="stretch", key="tradeoff")
+    st.caption("Each point prunes to a FLOPs target by a global threshold on γ; γ exactly tied (polarization's "
+               "spike at 0) are told apart by |β|, smaller first (polar.sweep). \"No regularizer\": the trained "
+               "baseline itself, pruned the same way.")
