@@ -127,7 +127,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> No
                     return
                 m, event = event
                 if isinstance(event, StepEvent):
-                    losses[f"loss_{m}"] = float(event.loss)
+                    losses[f"loss_{m}"] = event.loss  # a device tensor: read (a GPU sync) only when published
                     step = event.step
                     if m != methods[-1] and time.time() - last_publish >= publish_every:
                         # between methods too: each histogram is redrawn as soon as its model has moved
@@ -139,7 +139,8 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> No
                     conn.send(("epoch", {"row": {"method": m, **event.metrics(), **summary}, "hist": summary,
                                          "seconds": event.seconds}))
             if finished_epoch is None and time.time() - last_publish >= publish_every:
-                conn.send(("step", {"step": step, "losses": dict(losses), "hist": summaries()}))
+                conn.send(("step", {"step": step, "losses": {k: float(v) for k, v in losses.items()},
+                                    "hist": summaries()}))
                 last_publish = time.time()
             if finished_epoch is not None and pause_after == finished_epoch:
                 running, pause_after = False, None

@@ -5,7 +5,8 @@
 
 Each baseline is a fp16 state_dict (a few hundred kB) under ``polar/baselines/`` with an entry in
 ``manifest.json``: model, dataset, test accuracy (measured by ``polar.evaluate`` on the fp16 weights), sha256, the
-exact command that trained it and its per-epoch metrics. ``publish`` writes both from a finished run directory.
+exact command that trained it and its per-epoch metrics. ``publish`` writes both from a finished run directory
+(``scripts/publish_baseline.py``).
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 from torch import nn
 
 from ._io import atomic_save, atomic_write_text
+from .data import DeviceDataset
 from .runs import CheckpointError, RunDir, read_torch_file
 from .saving import model_from_record, model_record
+from .train import evaluate
 
 __all__ = ["pretrained", "list_pretrained", "publish", "BASELINES"]
 
@@ -50,19 +53,21 @@ def pretrained(name: str) -> nn.Module:
     return model_from_record(record).eval()
 
 
-def publish(run_dir: str | Path, name: str, command: str, test_acc: float, dataset_source: str) -> dict[str, Any]:
-    """Store the last checkpoint of ``run_dir`` as baseline ``name`` (fp16 weights) and record it in the manifest.
-
-    ``test_acc`` must be measured on the fp16 weights (what users get): see scripts/publish_baseline.py."""
+def publish(run_dir: str | Path, name: str, command: str, data: DeviceDataset) -> dict[str, Any]:
+    """Store the last checkpoint of ``run_dir`` as baseline ``name`` (fp16 weights) and record it in the manifest,
+    with its test accuracy measured by ``polar.evaluate`` on ``data`` after the fp16 round trip (what users get)."""
     run = RunDir(run_dir)
+    config = run.read_config()
     record = model_record(model_from_record(run.load_checkpoint()))
     record["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
-    file = f"{name}_{run.read_config()['dataset']}.pt"
+    file = f"{name}_{config['dataset']}.pt"
     atomic_save(record, BASELINES / file)
-    entry = {"file": file, "model": record["model"], "dataset": run.read_config()["dataset"],
-             "dataset_source": dataset_source, "test_acc": test_acc,
+    entry = {"file": file, "model": record["model"], "dataset": config["dataset"], "dataset_source": data.source,
+             "test_images": len(data.test_y), "test_acc": None,
              "sha256": hashlib.sha256((BASELINES / file).read_bytes()).hexdigest(), "command": command,
-             "config": run.read_config(), "metrics": run.read_metrics()}
+             "config": config, "metrics": run.read_metrics()}
     manifest = {**list_pretrained(), name: entry}
+    atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", BASELINES / "manifest.json")
+    entry["test_acc"] = evaluate(pretrained(name), data)[1]
     atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", BASELINES / "manifest.json")
     return entry

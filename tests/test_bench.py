@@ -59,3 +59,11 @@ def test_throughput_and_speedup_scripts_run(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "prune_speedup_channels_last.json").read_text())["rows"]
     assert [(r["model"], r["round_to"]) for r in rows] == [("resnet20", 1), ("resnet20", 8)]
     assert all(0.45 < r["flops_reduction"] < 0.6 and r["ideal_speedup"] > 1.8 for r in rows)
+
+
+def test_duel_script_runs(tmp_path: Path) -> None:
+    _run("bench/duel.py", "--fast", "--device", "cpu", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "duel_cpu.json").read_text())
+    assert [r["method"] for r in result["table"]] == ["polar", "l1"] and result["seconds"] > 0
+    reductions = [r["flops_reduction"] for r in result["table"]]
+    assert abs(reductions[0] - reductions[1]) < 0.05  # matched FLOPs
