@@ -8,7 +8,6 @@ trainer process of a server-wide pool (app/trainers.py), and every chart is draw
 from __future__ import annotations
 
 import streamlit as st
-
 from settings import sidebar
 
 st.set_page_config(page_title="Polar explorer", page_icon="🧲", layout="wide")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
+import torch
 
 import polar
 
@@ -28,7 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "λ too strong": {**DEMO, "lam": 0.3, "l1_lam": polar.l1_lambda_for(0.3, 1.2)},
 }
 STARTS = {"baseline": "the trained baseline", "scratch": "scratch (random weights, the paper's protocol)"}
-DEVICES = ["auto", "cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
+DEVICES = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DATASETS = ["cifar10", "synthetic", "cifar100"]
 
 
@@ -68,7 +69,9 @@ class Settings:
                 "l1": polar.TrainConfig(**base, reg="l1", lam=self.l1_lam)}
 
 
-_DEFAULTS: dict[str, Any] = {**DEMO, "dataset": "cifar10", "device": "auto"}
+# on a GPU the duel trains on all of the training set (a CPU gets the subset that keeps it interactive)
+_DEFAULTS: dict[str, Any] = {**DEMO, "dataset": "cifar10", "device": "auto",
+                             "subset": 0 if torch.cuda.is_available() else DEMO["subset"]}
 _CHOICES = {"model": [m for m in polar.list_models() if not m.endswith("imagenet")], "dataset": DATASETS,
             "device": DEVICES, "start": list(STARTS)}
 _LIMIT_OF = {"l1_lam": "lam"}  # settings checked against another field's polar.LIMITS entry

@@ -12,8 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-import polar
 from prune_speedup import paired_latency_ms
+
+import polar
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -75,8 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     fmt = "channels_last" if args.channels_last else "NCHW"
     print(f"CPU, {torch.get_num_threads()} threads, eval mode, {fmt}, median of {args.repeats} runs")
-    print(f"{'model':<14}{'round':>6}{'FLOPs red.':>11}{'ideal':>8}{'batch 64: orig ms':>19}{'pruned ms':>11}{'speed-up':>10}"
-          f"{'/ ideal':>9}{'batch 1: speed-up':>19}")
+    print(f"{'model':<14}{'round':>6}{'FLOPs red.':>11}{'ideal':>8}{'batch 64: orig ms':>19}{'pruned ms':>11}"
+          f"{'speed-up':>10}{'/ ideal':>9}{'batch 1: speed-up':>19}")
     rows = []
     for name, round_to in ((n, int(r)) for n in args.models.split(",") for r in args.round_to.split(",")):
         model = polarize(polar.create_model(name), seed=0)
@@ -89,7 +89,8 @@ def main() -> None:
                "ideal_speedup": ideal}
         for batch in (64, 1):
             orig_ms, small_ms = paired_latency_ms(model, small, batch, args.repeats, args.channels_last, rounds=3)
-            row |= {f"orig_ms_b{batch}": orig_ms, f"pruned_ms_b{batch}": small_ms, f"speedup_b{batch}": orig_ms / small_ms}
+            row |= {f"orig_ms_b{batch}": orig_ms, f"pruned_ms_b{batch}": small_ms,
+                    f"speedup_b{batch}": orig_ms / small_ms}
         rows.append(row)
         print(f"{name:<14}{round_to:>6}{row['flops_reduction']:>10.1%}{ideal:>7.2f}x{row['orig_ms_b64']:>19.1f}"
               f"{row['pruned_ms_b64']:>11.1f}{row['speedup_b64']:>9.2f}x{row['speedup_b64'] / ideal:>9.2f}"

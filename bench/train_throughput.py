@@ -139,7 +139,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": args.model, "batch_size": args.batch_size, "dataset": dataset, "device": str(device),
               "threads": torch.get_num_threads(), "runs": runs, "median": median, "baseline": base_key,
-              "bf16": bf16, "ratios": ratios, "ratio": ratio, "torch": torch.__version__, "code": Path(__file__).read_text()}
+              "bf16": bf16, "ratios": ratios, "ratio": ratio, "torch": torch.__version__,
+              "code": Path(__file__).read_text()}
     (out / f"train_throughput_{device.type}.json").write_text(json.dumps(result, indent=1) + "\n")
 
 

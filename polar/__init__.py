@@ -10,8 +10,9 @@ from .compare import finetune_config, matched_flops
 from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range
 from .data import DeviceDataset, ImageTensors
 from .datasets import DatasetError, load_dataset, load_images
-from .flops import Cost, cost, count_macs, flops_reduction
+from .device import autocast, rank_world, resolve_device, synchronize, uses_bf16
 from .duel import Duel
+from .flops import Cost, cost, count_macs, flops_reduction
 from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share
 from .models import create_model, list_models, sparse_bns
 from .pretrained import list_pretrained, pretrained
@@ -23,17 +24,16 @@ from .schedule import lr_sum, scale_lambda
 from .search import Trial, search_lambda
 from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
-from .device import autocast, rank_world, resolve_device, synchronize, uses_bf16
 from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, load_training_data, train
 
 __all__ = [
-    "create_model", "list_models", "sparse_bns",
-    "Polarization", "L1", "NoRegularizer", "make_regularizer", "sparse_gammas",
-    "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent", "EpochEvent", "evaluate", "gamma_snapshot",
-    "resolve_device", "rank_world", "autocast", "uses_bf16", "synchronize", "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir",
-    "save", "load", "ConfigError", "DatasetError", "CheckpointError",
-    "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune", "count_macs", "cost", "Cost",
-    "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share", "scale_lambda", "lr_sum", "sweep",
-    "search_lambda", "Trial", "initial_model", "load_training_data", "Duel", "gamma_summary", "matched_flops",
-    "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained", "l1_lambda_for",
+    "create_model", "list_models", "sparse_bns", "Polarization", "L1", "NoRegularizer", "make_regularizer",
+    "sparse_gammas", "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent", "EpochEvent", "evaluate",
+    "gamma_snapshot", "resolve_device", "rank_world", "autocast", "uses_bf16", "synchronize", "load_dataset",
+    "load_images", "DeviceDataset", "ImageTensors", "RunDir", "save", "load", "ConfigError", "DatasetError",
+    "CheckpointError", "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune", "count_macs",
+    "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
+    "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
+    "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
+    "l1_lambda_for",
 ]

@@ -11,8 +11,8 @@ import json
 import math
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from tqdm import tqdm
@@ -169,7 +169,8 @@ def _parse_reductions(text: str) -> list[float]:
     except ValueError:
         values = [math.nan]
     if not all(math.isfinite(r) and 0 <= r < 1 for r in values):
-        raise ConfigError(f"--sweep must be FLOPs reductions in [0, 1) separated by commas, e.g. 0.1,0.3,0.5; got {text!r}")
+        raise ConfigError(f"--sweep must be FLOPs reductions in [0, 1) separated by commas, e.g. 0.1,0.3,0.5; "
+                          f"got {text!r}")
     return values
 
 
@@ -208,8 +209,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
     atomic_write_text(text, out / "report.json")
     print(f"threshold {threshold:.4f} ({args.threshold}): MACs {before.macs / 1e6:.2f}M -> {after.macs / 1e6:.2f}M "
           f"(FLOPs reduction {report['flops_reduction']:.1%}), params {before.params / 1e6:.3f}M -> "
-          f"{after.params / 1e6:.3f}M, test acc {report['acc_before_pruning']:.4f} -> {report['acc_after_pruning']:.4f} "
-          f"before fine-tuning; wrote {out}/model.pt and report.json")
+          f"{after.params / 1e6:.3f}M, test acc {report['acc_before_pruning']:.4f} -> "
+          f"{report['acc_after_pruning']:.4f} before fine-tuning; wrote {out}/model.pt and report.json")
     if reductions:
         table = sweep(model, data, reductions=reductions, round_to=args.round_to,
                       narrow_residual=args.narrow_residual)

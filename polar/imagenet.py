@@ -61,5 +61,6 @@ class ImageNetData:
                       augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
         yield from self._loader(self.train_set, batch_size, seed, rank, world_size, train=True)
 
-    def test_batches(self, batch_size: int = 256, rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+    def test_batches(self, batch_size: int = 256, rank: int = 0,
+                     world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         yield from self._loader(self.test_set, min(batch_size, 256), 0, rank, world_size, train=False)

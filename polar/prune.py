@@ -355,7 +355,8 @@ def _constant_channels(model: CifarResNet, round_to: int) -> list[Tensor]:
         enters_constant = torch.tensor([c - pad not in previous_kept for c in chans], dtype=torch.bool)
         gone = enters_constant & ~written
         kept = int((~gone).sum())
-        _unremove_strongest(gone, -torch.arange(len(chans), dtype=torch.float), _round_up(kept, round_to, len(chans)) - kept)
+        _unremove_strongest(gone, -torch.arange(len(chans), dtype=torch.float),
+                            _round_up(kept, round_to, len(chans)) - kept)
         constant.append(gone)
         previous_kept = {c for c, g in zip(chans, gone.tolist()) if not g}
         previous_planes = planes

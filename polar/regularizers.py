@@ -54,8 +54,8 @@ class Polarization(Regularizer):
 
     Args:
         lam: strength λ ≥ 0. The paper's values suit 200-epoch runs; brief runs need proportionally more.
-        t: the pull to zero relative to the push apart, in ``polar.LIMITS['t']`` (the paper uses about 1.0–1.6). t ≤ 1 makes
-           the penalty reward γ above the mean for growing, which the clamp to ``upper`` then bounds.
+        t: the pull to zero relative to the push apart, in ``polar.LIMITS['t']`` (the paper uses about 1.0–1.6).
+           t ≤ 1 makes the penalty reward γ above the mean for growing, which the clamp to ``upper`` then bounds.
         upper: the upper bound a of γ after every step (the paper uses a = 1).
     """
 

@@ -59,8 +59,8 @@ class RunDir:
             raise CheckpointError(f"{self.path}/config.json is missing or unreadable ({err}); "
                                   "is this a run directory?") from None
         if not isinstance(config, dict):
-            raise CheckpointError(f"{self.path}/config.json holds a {type(config).__name__}, not the settings of a run; "
-                                  "is this a run directory?")
+            raise CheckpointError(f"{self.path}/config.json holds a {type(config).__name__}, not the settings of a "
+                                  "run; is this a run directory?")
         return config
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:

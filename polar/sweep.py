@@ -8,7 +8,6 @@ matched FLOPs (network slimming's global-percentile rule, expressed in FLOPs).
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from copy import deepcopy
 
 import pandas as pd

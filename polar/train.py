@@ -23,11 +23,11 @@ from .config import ConfigError, TrainConfig
 from .data import DeviceDataset
 from .datasets import load_dataset
 from .device import autocast, init_distributed, rank_world, synchronize
-from .saving import model_from_record
-from .schedule import lr_at
 from .models import create_model, sparse_bns, unwrap
 from .regularizers import Regularizer, make_regularizer
 from .runs import CheckpointError, RunDir, read_torch_file
+from .saving import model_from_record
+from .schedule import lr_at
 
 __all__ = ["StepEvent", "EpochEvent", "train", "evaluate", "lr_at", "gamma_snapshot",
            "build_optimizer", "initial_model", "load_training_data"]
@@ -180,10 +180,11 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
         start_epoch, history = _restore(runs, cfg, model, optimizer)
     elif runs is not None and rank == 0:
         if runs.checkpoint_path.is_file():
-            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+                                  "--out")
         runs.write_config(cfg.to_dict())
-    ddp_model = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-                 if world > 1 else model)
+    device_ids = [device.index] if device.type == "cuda" else None
+    ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids) if world > 1 else model
 
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size, world)
     if steps_per_epoch < 1:

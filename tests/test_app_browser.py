@@ -129,7 +129,8 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
     window = [t for t, _ in seen if 5 <= t]
     refresh_per_s = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 else 0.0
     print(f"\nfirst histogram of trained γ {first_histogram:.1f}s after Start; {refresh_per_s:.2f} refreshes/s while "
-          f"training; polarization split (spike at 0, valley, mode; L1 not) {split_at if split_at is None else round(split_at, 1)}s "
+          f"training; polarization split (spike at 0, valley, mode; L1 not) "
+          f"{split_at if split_at is None else round(split_at, 1)}s "
           f"after Start; {len(seen)} updates seen")
     page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
 

@@ -75,7 +75,8 @@ def _write_folder(root: Path, classes: list[str], per_class: int, size: int = 8)
         for c in classes:
             (root / split / c).mkdir(parents=True)
             for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+                pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
 
 
 def test_imagefolder_decodes_and_caches(tmp_path: Path) -> None:

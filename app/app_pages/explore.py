@@ -10,17 +10,16 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
+import charts
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from settings import Settings
 from streamlit import runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-import charts
-import polar
-from settings import Settings
 from trainers import DuelHandle, TrainerPool
+
+import polar
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
@@ -205,7 +204,8 @@ def live() -> None:
     yes = {True: "yes", False: "no"}
     st.caption(f"step {snap.step} · split into a spike at 0 and a mode away: polarization "
                f"{yes[hist['polar']['split']]} · L1 {yes[hist['l1']['split']]} · "
-               f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}.{int(snap.published_at * 10) % 10}")
+               f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}"
+               f".{int(snap.published_at * 10) % 10}")
     if snap.steps or snap.epochs:
         steps_shown = len(snap.steps) // CURVES_EVERY if snap.state == "running" else len(snap.steps)
         st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs)),

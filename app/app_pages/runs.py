@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import charts
 import pandas as pd
 import streamlit as st
 
-import charts
 import polar
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"

@@ -9,7 +9,8 @@ __all__ = ["create_model", "list_models", "register_model", "sparse_bns", "unwra
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside DistributedDataParallel (``.module``) or torch.compile (``._orig_mod``) wrappers."""
-    while isinstance(getattr(model, "module", None), nn.Module) or isinstance(getattr(model, "_orig_mod", None), nn.Module):
+    while (isinstance(getattr(model, "module", None), nn.Module)
+           or isinstance(getattr(model, "_orig_mod", None), nn.Module)):
         model = getattr(model, "module", None) or model._orig_mod
     return model
 
