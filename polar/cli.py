@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a trained run's channels; report MACs, params and accuracy")
     p.add_argument("--run", required=True, help="run directory written by polar train")
     p.add_argument("--threshold", default="valley",
-                   help="valley (the paper's rule), percent:SHARE, fixed:VALUE or flops:REDUCTION (default valley)")
+                   help="valley (Polar's robust valley), paper (the official code's literal rule), percent:SHARE, "
+                        "fixed:VALUE or flops:REDUCTION (default valley)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="valley/paper: one threshold per sparse layer from its own γ, as the official scripts")
     p.add_argument("--zero-beta", action="store_true", help="the paper's code: zero β too, fold nothing")
     p.add_argument("--round-to", type=int, default=1,
                    help="keep channel counts at multiples of this (8 runs faster on CPU; default 1: exact threshold)")
@@ -150,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _parse_threshold(text: str) -> tuple[str, float | None]:
     method, _, value = text.partition(":")
-    if method == "valley" and not value:
+    if method in ("valley", "paper") and not value:
         return method, None
     if method in ("percent", "fixed", "flops") and value:
         try:
@@ -159,8 +162,8 @@ def _parse_threshold(text: str) -> tuple[str, float | None]:
             number = math.nan
         if math.isfinite(number) and (method == "fixed" or 0 <= number < 1):
             return method, number
-    raise ConfigError("--threshold must be valley, percent:SHARE (0-1), fixed:VALUE or flops:REDUCTION (0-1), "
-                      f"got {text!r}")
+    raise ConfigError("--threshold must be valley, paper, percent:SHARE (0-1), fixed:VALUE or flops:REDUCTION "
+                      f"(0-1), got {text!r}")
 
 
 def _parse_reductions(text: str) -> list[float]:
@@ -187,6 +190,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
     reductions = _parse_reductions(args.sweep)
     if args.round_to < 1:
         raise ConfigError(f"--round-to must be a positive integer (1 = exact threshold), got {args.round_to}")
+    if args.per_layer and method not in ("valley", "paper"):
+        raise ConfigError(f"--per-layer goes with --threshold valley or paper, not {args.threshold!r}")
     run = RunDir(args.run)
     cfg = TrainConfig.from_dict(run.read_config())
     out = _writable_dir(args.out or run.path / "pruned", "--out")
@@ -195,11 +200,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if method == "flops":
         threshold = threshold_for_reduction(model, float(value), **options)  # type: ignore[arg-type]
     else:
-        threshold = find_threshold(model, method, value, upper=cfg.upper)
+        threshold = find_threshold(model, method, value, upper=cfg.upper, per_layer=args.per_layer)
     small = prune(model, threshold, zero_beta=args.zero_beta, **options)
     data = load_dataset(cfg.dataset, subset=cfg.subset or None, data_dir=cfg.data_dir, path=cfg.data_path or None)
     before, after = cost(model), cost(small)
-    report = {"run": str(run.path), "threshold_rule": args.threshold, "threshold": threshold,
+    report = {"run": str(run.path), "threshold_rule": args.threshold, "per_layer": args.per_layer,
+              "threshold": threshold,
               "zero_beta": args.zero_beta, **options, "macs_before": before.macs, "macs_after": after.macs,
               "flops_before": before.flops, "flops_after": after.flops, "params_before": before.params,
               "params_after": after.params, "flops_reduction": flops_reduction(before, after),
@@ -207,7 +213,9 @@ def cmd_prune(args: argparse.Namespace) -> None:
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"  # a NaN would make invalid JSON: fail before writing
     save(small, out / "model.pt")
     atomic_write_text(text, out / "report.json")
-    print(f"threshold {threshold:.4f} ({args.threshold}): MACs {before.macs / 1e6:.2f}M -> {after.macs / 1e6:.2f}M "
+    shown = f"{threshold:.4f}" if isinstance(threshold, float) else f"per layer {min(threshold.values()):.4f}.." \
+        f"{max(threshold.values()):.4f}"
+    print(f"threshold {shown} ({args.threshold}): MACs {before.macs / 1e6:.2f}M -> {after.macs / 1e6:.2f}M "
           f"(FLOPs reduction {report['flops_reduction']:.1%}), params {before.params / 1e6:.3f}M -> "
           f"{after.params / 1e6:.3f}M, test acc {report['acc_before_pruning']:.4f} -> "
           f"{report['acc_after_pruning']:.4f} before fine-tuning; wrote {out}/model.pt and report.json")

@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models import unwrap
+from .models import sparse_bns, unwrap
 from .models._common import FoldedBias
 from .models.mobilenetv2 import MobileNetV2
 from .models.resnet import Bottleneck, CifarResNet, ShortcutA, option_a_index
 from .models.vgg import VGG
 
 __all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",
-           "prune_bn", "prune_linear_in", "prune_folded_bias"]
+           "prune_bn", "prune_linear_in", "prune_folded_bias", "layer_thresholds", "Threshold"]
 
 
 # ---------------------------------------------------------------- per-layer functions
@@ -129,11 +131,43 @@ def _unremove_strongest(removed: Tensor, strength: Tensor, count: int) -> None:
     removed[candidates[strength[candidates].argsort(descending=True)[:count]]] = False
 
 
-def _removed(cs: ChannelSet, threshold: float, round_to: int) -> Tensor:
-    """Channels of the set to remove: any of its γ ≤ threshold; sets that must keep one keep the strongest; with
-    ``round_to`` the strongest removed channels stay until the kept count is a multiple of it (or the full width)."""
+Threshold = Union[float, Mapping[str, float]]  # one for the network, or one per sparse BN (by module name)
+
+
+def layer_thresholds(model: nn.Module, threshold: Threshold) -> dict[str, float]:
+    """Each sparse BN's threshold by module name: ``threshold`` itself everywhere, or the mapping checked to name
+    every sparse BN of ``model`` exactly once, with finite values."""
+    inner = unwrap(model)
+    sparse = {id(bn) for bn in sparse_bns(inner)}
+    names = [name for name, m in inner.named_modules() if id(m) in sparse]
+    if isinstance(threshold, Mapping):
+        missing, unknown = sorted(set(names) - set(threshold)), sorted(set(threshold) - set(names))
+        if missing or unknown:
+            raise ValueError(f"per-layer thresholds must name every sparse BN: missing {missing[:3]}, unknown "
+                             f"{unknown[:3]}; get them from polar.find_threshold(model, per_layer=True)")
+        values = {name: threshold[name] for name in names}
+    else:
+        values = dict.fromkeys(names, threshold)
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"threshold must be a finite number (channels with γ <= it go), got {value!r}"
+                             + (f" for {name}" if isinstance(threshold, Mapping) else ""))
+    return {name: float(v) for name, v in values.items()}
+
+
+def _bn_thresholds(model: nn.Module, threshold: Threshold) -> dict[int, float]:
+    """Each sparse BN module's threshold, keyed by ``id`` (for ``model`` itself, not a copy of it)."""
+    by_name = layer_thresholds(model, threshold)
+    return {id(m): by_name[name] for name, m in unwrap(model).named_modules() if name in by_name}
+
+
+def _removed(cs: ChannelSet, thresholds: dict[int, float], round_to: int) -> Tensor:
+    """Channels of the set to remove: any of its γ ≤ its BN's threshold; sets that must keep one keep the strongest;
+    with ``round_to`` the strongest removed channels stay until the kept count is a multiple of it (or the full
+    width)."""
     gammas = torch.stack([bn.weight.detach() for bn in cs.bns])  # (len(bns), C)
-    removed = (gammas <= threshold).any(0)
+    limits = torch.tensor([thresholds[id(bn)] for bn in cs.bns], dtype=gammas.dtype, device=gammas.device)
+    removed = (gammas <= limits.view(-1, 1)).any(0)
     kept = int((~removed).sum())
     wanted = 0 if kept == 0 and cs.allow_empty else _round_up(max(kept, 1), round_to, len(removed))
     _unremove_strongest(removed, gammas.min(0).values, wanted - kept)
@@ -145,16 +179,16 @@ def _check_round_to(round_to: int) -> None:
         raise ValueError(f"round_to must be a positive integer (1 = no rounding, 8 suits oneDNN), got {round_to!r}")
 
 
-def _plan(model: nn.Module, threshold: float, round_to: int) -> list[Tensor]:
+def _plan(model: nn.Module, threshold: Threshold, round_to: int) -> list[Tensor]:
     """For each channel set, in order, the channels to remove."""
     _check_round_to(round_to)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number (channels with γ <= it go), got {threshold!r}")
-    return [_removed(cs, threshold, round_to) for cs in channel_sets(model)]
+    thresholds = _bn_thresholds(model, threshold)
+    return [_removed(cs, thresholds, round_to) for cs in channel_sets(model)]
 
 
-def _masked_copy(model: nn.Module, threshold: float, plan: list[Tensor], zero_beta: bool) -> nn.Module:
+def _masked_copy(model: nn.Module, threshold: Threshold, plan: list[Tensor], zero_beta: bool) -> nn.Module:
     masked = copy.deepcopy(unwrap(model))
+    thresholds = _bn_thresholds(masked, threshold)
     with torch.no_grad():
         for cs, removed in zip(channel_sets(masked), plan):
             for bn in cs.bns:
@@ -162,12 +196,13 @@ def _masked_copy(model: nn.Module, threshold: float, plan: list[Tensor], zero_be
                     bn.weight[removed] = 0
                     bn.bias[removed] = 0
                 else:
-                    bn.weight[removed & (bn.weight <= threshold)] = 0
+                    bn.weight[removed & (bn.weight <= thresholds[id(bn)])] = 0
     return masked
 
 
-def mask(model: nn.Module, threshold: float, zero_beta: bool = False, round_to: int = 1) -> nn.Module:
+def mask(model: nn.Module, threshold: Threshold, zero_beta: bool = False, round_to: int = 1) -> nn.Module:
     """A copy whose prunable channels with γ ≤ threshold have γ set to 0 (β kept, so they output a constant).
+    ``threshold``: one value, or one per sparse BN name (``polar.find_threshold(..., per_layer=True)``).
 
     With ``zero_beta`` (the paper's code): γ and β of every removed channel are zeroed in all BNs of its set.
     Layers other than ResNet blocks keep their strongest channel even when all γ ≤ threshold; ``round_to`` keeps
@@ -222,14 +257,14 @@ def _sizes(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, .
     return (2, 3, side, side)
 
 
-def prune(model: nn.Module, threshold: float, zero_beta: bool = False,
+def prune(model: nn.Module, threshold: Threshold, zero_beta: bool = False,
           input_size: tuple[int, ...] | None = None, round_to: int = 1, narrow_residual: bool = False) -> nn.Module:
     """A copy with the channels ``mask`` would silence physically removed: smaller dense layers, their constant
     output folded into the next layer. In eval mode ``prune(m, thr, ...)(x) == mask(m, thr, ...)(x)``.
 
     Args:
         model: a model from ``polar.create_model`` (possibly pruned already); it is not modified.
-        threshold: channels with γ ≤ threshold go.
+        threshold: channels with γ ≤ threshold go; one value, or a mapping {sparse BN name: value}.
         zero_beta: the paper's code's behaviour, for comparison: γ and β zeroed, nothing left to fold.
         input_size: the input shape the folded border maps are computed for (default: the model's own, e.g.
             32x32 for CIFAR); maps that turn out spatially constant work at any size.

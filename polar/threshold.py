@@ -1,39 +1,93 @@
-"""Choosing the pruning threshold on γ: the paper's valley rule, network slimming's global percentile, a fixed
-value, or the threshold that reaches a target FLOPs reduction."""
+"""Choosing the pruning threshold on γ: Polar's robust valley, the paper's literal valley rule (globally or per
+layer, as the official scripts), network slimming's global percentile, a fixed value, or the threshold that reaches
+a target FLOPs reduction.
+
+Polar's default is its robust valley because the literal rule stops at the first non-strict local minimum of the
+raw histogram: a noisy spike (bins 270, 261, 275, 0, ...) ends it at 0.01, inside the spike."""
 from __future__ import annotations
 
-from torch import nn
+import math
+import warnings
+
+from torch import Tensor, nn
 
 from .flops import cost, flops_reduction
 from .gamma_stats import NoValleyError, gamma_histogram, valley
+from .models import sparse_bns, unwrap
 from .prune import prune
 from .regularizers import sparse_gammas
 
-__all__ = ["find_threshold", "valley", "threshold_for_reduction", "NoValleyError"]
+__all__ = ["find_threshold", "valley", "paper_valley", "threshold_for_reduction", "NoValleyError"]
 
 
-def find_threshold(model: nn.Module, method: str = "valley", value: float | None = None, upper: float = 1.0,
-                   bins: int = 100) -> float:
-    """The γ threshold below which channels are pruned.
+def check_finite(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
-    Args:
-        method: ``valley`` — the paper's rule: the first valley of the ``bins``-bin histogram of all sparse γ over
-            [0, upper]; ``percent`` — network slimming's global percentile: ``value`` is the share of channels
-            to prune (0–1); ``fixed`` — ``value`` itself.
-    """
-    gammas = sparse_gammas(model).detach().float().cpu()
+
+def paper_valley(counts: Tensor, edges: Tensor) -> float | None:
+    """The paper's literal rule on a histogram: scanning left to right, the first bin where the counts stop
+    falling and start rising (``diff[i] ≤ 0 ≤ diff[i+1]``, a non-strict local minimum, ``diff[i] = c[i+1] − c[i]``)
+    gives the threshold: the left edge of bin i+1, the minimum. None when there is no such bin."""
+    diff = (counts[1:] - counts[:-1]).tolist()
+    lo, hi, bins = float(edges[0]), float(edges[-1]), len(edges) - 1
+    for i in range(len(diff) - 1):
+        if diff[i] <= 0 <= diff[i + 1]:
+            return lo + (i + 1) * (hi - lo) / bins  # exact in float64 (0.02, not float32's 0.0199999)
+    return None
+
+
+def _one_threshold(gammas: Tensor, method: str, value: float | None, upper: float, bins: int) -> float:
     if method == "valley":
         return valley(*gamma_histogram(gammas, bins, upper))
+    if method == "paper":
+        found = paper_valley(*gamma_histogram(gammas, bins, upper))
+        if found is None:  # the official code then prunes nothing
+            return float(gammas.min()) - 1.0
+        if found > 0.2 * upper:
+            warnings.warn(f"the paper's rule put the threshold at {found:.3f}, above 0.2: γ may not be polarized yet",
+                          stacklevel=3)
+        return found
     if value is None:
         raise ValueError(f"method {method!r} needs a value")
     if method == "fixed":
-        return float(value)
+        return check_finite("threshold", value)
     if method == "percent":
         if not 0 <= value < 1:
             raise ValueError(f"percent must be a share in [0, 1), got {value}")
         k = int(round(value * len(gammas)))
         return float(gammas.sort().values[k - 1]) if k > 0 else float(gammas.min()) - 1.0
-    raise ValueError(f"unknown threshold method {method!r}; choose valley, percent or fixed")
+    raise ValueError(f"unknown threshold method {method!r}; choose valley, paper, percent or fixed")
+
+
+def find_threshold(model: nn.Module, method: str = "valley", value: float | None = None, upper: float = 1.0,
+                   bins: int = 100, per_layer: bool = False) -> float | dict[str, float]:
+    """The γ threshold below which channels are pruned (one for the network, or one per sparse BN).
+
+    Args:
+        method: ``valley`` — Polar's robust rule: the lowest point between the first peak of the smoothed
+            ``bins``-bin histogram over [0, upper] and the mode after it (one noisy bin is no valley; raises
+            NoValleyError without one); ``paper`` — the official code's literal rule (:func:`paper_valley`:
+            the first non-strict local minimum of the raw histogram; a warning above 0.2; no valley prunes
+            nothing); ``percent`` — network slimming's global percentile: ``value`` is the share of channels to
+            prune (0–1); ``fixed`` — ``value`` itself.
+        per_layer: a mapping {sparse BN name: threshold}, each from that layer's own γ (as the official scripts
+            do); ``mask``, ``prune`` and ``sweep`` accept it. A layer without a valley keeps all its channels.
+    """
+    if not per_layer:
+        return _one_threshold(sparse_gammas(model).detach().float().cpu(), method, value, upper, bins)
+    inner = unwrap(model)
+    sparse = {id(bn) for bn in sparse_bns(inner)}
+    result = {}
+    for name, bn in inner.named_modules():
+        if id(bn) in sparse:
+            gammas = bn.weight.detach().float().cpu()
+            try:
+                result[name] = _one_threshold(gammas, method, value, upper, bins)
+            except NoValleyError:
+                result[name] = float(gammas.min()) - 1.0
+    return result
 
 
 def threshold_for_reduction(model: nn.Module, target: float, input_size: tuple[int, ...] | None = None,

@@ -82,6 +82,7 @@ def test_every_numeric_train_flag_refuses_nan_and_infinity(tmp_path: Path, capsy
     (["prune", "--sweep", "abc"], "--sweep must be"),
     (["prune", "--sweep", "0.2,nan"], "--sweep must be"),
     (["prune", "--round-to", "0"], "--round-to must be a positive integer"),
+    (["prune", "--threshold", "fixed:0.1", "--per-layer"], "--per-layer goes with"),
     (["search", "--target-flops-reduction", "nan"], "--target-flops-reduction must be in (0, 1)"),
     (["search", "--target-flops-reduction", "0.5", "--tolerance", "inf"], "--tolerance must be in (0, 1)"),
     (["search", "--target-flops-reduction", "0.5", "--max-trials", "0"], "--max-trials must be at least 1"),
@@ -145,6 +146,12 @@ def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
     rounded = json.loads((tmp_path / "rounded" / "report.json").read_text())
     assert rounded["round_to"] == 8 and rounded["narrow_residual"] and rounded["flops_reduction"] >= 0.3 - 0.0025
     assert all(bn.num_features % 8 == 0 for bn in polar.sparse_bns(polar.load(tmp_path / "rounded" / "model.pt")))
+
+    done = _polar("prune", "--run", str(run), "--threshold", "paper", "--per-layer", "--out", str(tmp_path / "pl"))
+    assert done.returncode == 0, done.stderr
+    per_layer = json.loads((tmp_path / "pl" / "report.json").read_text())
+    sparse = polar.sparse_bns(polar.load(run / "checkpoint.pt"))
+    assert per_layer["per_layer"] and len(per_layer["threshold"]) == len(sparse)  # one threshold per sparse BN
 
     done = _polar("finetune", "--run", str(run), "--preset", "demo-finetune", "--epochs", "1", "--quiet")
     assert done.returncode == 0, done.stderr

@@ -11,6 +11,7 @@ from torch import nn
 
 import polar
 from polar.sweep import separate_ties
+from polar.threshold import paper_valley
 
 from .conftest import polarize_randomly
 
@@ -249,3 +250,48 @@ def test_ties_at_zero_are_separated_so_targets_inside_the_spike_give_points() ->
     table = polar.sweep(model, data, reductions=[0.1, 0.2, 0.3])
     assert table["flops_reduction"].tolist() == sorted(table["flops_reduction"].tolist())
     assert all(abs(r - t) < 0.03 for r, t in zip(table["flops_reduction"], table["target_reduction"]))
+
+
+def _hist(*counts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    c = torch.zeros(100)
+    c[: len(counts)] = torch.tensor(counts, dtype=torch.float)
+    return c, torch.linspace(0, 1, 101)
+
+
+def test_the_papers_literal_rule_on_crafted_histograms() -> None:
+    assert paper_valley(*_hist(10, 5, 2, 4, 8)) == 0.02  # strictly falling then rising: the minimum's left edge
+    assert paper_valley(*_hist(100, 0, 0, 0, 50)) == 0.01  # a flat run of empty bins: its first bin
+    assert paper_valley(*_hist(270, 261, 275, 0, 0, 0, 0, 50)) == 0.01  # a noisy spike: stops inside it
+    assert paper_valley(torch.arange(100, 0, -1).float(), torch.linspace(0, 1, 101)) is None  # no valley
+    model = polar.create_model("resnet20")
+    with torch.no_grad():
+        for bn in polar.sparse_bns(model):
+            bn.weight.copy_(torch.linspace(0.5, 0.9, bn.num_features))  # one mode, no valley
+    assert polar.prune(model, polar.find_threshold(model, "paper")).spec() == model.spec()  # prunes nothing
+
+
+def test_per_layer_thresholds_prune_what_each_layers_rule_says() -> None:
+    model = polarize_randomly(polar.create_model("resnet20"), seed=3)
+    thresholds = polar.find_threshold(model, "paper", per_layer=True)
+    bns = dict((name, m) for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d))
+    assert set(thresholds) == {n for n, m in bns.items() if any(m is bn for bn in polar.sparse_bns(model))}
+    small = polar.prune(model, thresholds)
+    masked = polar.mask(model, thresholds)
+    for name, threshold in thresholds.items():  # each layer silenced exactly by its own threshold
+        low = bns[name].weight <= threshold
+        assert torch.all(dict(masked.named_modules())[name].weight[low] == 0)
+    x = torch.randn(2, 3, 32, 32)
+    _outputs_match(masked.eval()(x), small.eval()(x))
+    with pytest.raises(ValueError, match="must name every sparse BN"):
+        polar.prune(model, {"layer1.0.bn1": 0.1})
+    with pytest.raises(ValueError, match="finite"):
+        polar.prune(model, {**thresholds, next(iter(thresholds)): float("nan")})
+
+
+@pytest.mark.parametrize("name", [m for m in polar.list_models()])
+def test_pruned_equals_masked_with_per_layer_thresholds(name: str) -> None:
+    model = polarize_randomly(polar.create_model(name), seed=len(name) + 1).eval()
+    thresholds = polar.find_threshold(model, "valley", per_layer=True)
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+    with torch.no_grad():
+        _outputs_match(polar.mask(model, thresholds).eval()(x), polar.prune(model, thresholds).eval()(x))
