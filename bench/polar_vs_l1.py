@@ -15,6 +15,7 @@ Runs are resumable: the run directories under --runs keep their checkpoints; re-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -28,10 +29,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import polar  # noqa: E402
-from polar.gamma_stats import count_modes, gamma_histogram, middle_share  # noqa: E402
-from polar.schedule import scale_lambda  # noqa: E402
-from polar.sweep import sweep  # noqa: E402
-from polar.train import initial_model, load_training_data  # noqa: E402
+from polar import count_modes, gamma_histogram, initial_model, load_training_data, middle_share, scale_lambda, sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("polar", "l1", "none")
@@ -63,13 +61,13 @@ def configs(args: argparse.Namespace) -> tuple[dict[str, polar.TrainConfig], pol
                                   batch_size=128, lr=0.1, lr_schedule="cosine", weight_decay=1e-4, bn_wd=False,
                                   t=paper["t"], seed=args.seed, device=args.device)
         lam = scale_lambda(paper["lam"], brief, 50_000 // brief.batch_size)
-        base = polar.TrainConfig(**{**brief.to_dict(), "lam": lam})
+        base = dataclasses.replace(brief, lam=lam)
         ft = dict(epochs=args.finetune_epochs, lr=0.01, lr_schedule="cosine", weight_decay=1e-4, bn_wd=False)
         note = (f"brief schedule: {args.epochs} epochs, batch 128, lr 0.1 cosine, no weight decay on BN; "
                 f"λ = {lam:.3g} (the paper's {paper['lam']:g} scaled by Σlr), t = {paper['t']}")
-    cfgs = {m: polar.TrainConfig(**{**base.to_dict(), "reg": m, "lam": 0.0 if m == "none" else base.lam})
+    cfgs = {m: dataclasses.replace(base, reg=m, lam=0.0 if m == "none" else base.lam)
             for m in METHODS}
-    finetune = polar.TrainConfig(**{**base.to_dict(), **ft, "reg": "none", "lam": 0.0})
+    finetune = dataclasses.replace(base, **ft, reg="none", lam=0.0)
     return cfgs, finetune, note
 
 
@@ -102,7 +100,7 @@ def gamma_summary(run_dir: Path, method: str) -> list[dict]:
         for layer, g in layers.items():
             counts, edges = gamma_histogram(g)
             try:
-                valley = polar.threshold.valley(counts, edges)
+                valley = polar.valley(counts, edges)
             except polar.NoValleyError:
                 valley = math.nan
             rows.append({"method": method, "epoch": epoch, "layer": layer, "channels": g.numel(),
@@ -192,7 +190,7 @@ def main() -> None:
         for method, threshold, before in (("polar", valley, vrow), ("l1", l1_threshold, l1_row)):
             pruned_file = runs / f"{method}_pruned" / "model.pt"
             polar.save(polar.prune(models[method], threshold), pruned_file)
-            cfg = polar.TrainConfig(**{**ft_cfg.to_dict(), "init": str(pruned_file)})
+            cfg = dataclasses.replace(ft_cfg, init=str(pruned_file))
             tuned = train_or_resume(cfg, runs / f"{method}_finetune", data, f"{method} fine-tune")
             rows.append({"method": method, "kind": "finetuned", **before,
                          "acc_finetuned": polar.evaluate(tuned, data)[1]})
@@ -228,7 +226,8 @@ def main() -> None:
         agrees = polar_drop <= 1.0 and polar_drop < l1_drop
         lines.append("The paper's claim (small drop for polarization, far smaller than L1's) "
                      + ("holds in this run." if agrees else "does NOT hold in this run: see gamma_summary.csv."))
-    lines.append(f"({(time.perf_counter() - started) / 60:.1f} min; results in {out})")
+    shown = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out  # no machine's path
+    lines.append(f"({(time.perf_counter() - started) / 60:.1f} min; results in {shown})")
     (out / "verdict.txt").write_text("\n".join(lines) + "\n")
     (out / "paper_rows.json").write_text(json.dumps(PAPER_ROWS, indent=1))
     print("\n".join(lines))

@@ -13,7 +13,7 @@ from .datasets import DatasetError, load_dataset, load_images
 from .device import autocast, rank_world, resolve_device, synchronize, uses_bf16
 from .duel import Duel
 from .flops import Cost, cost, count_macs, flops_reduction
-from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share
+from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share, valley
 from .models import create_model, list_models, sparse_bns
 from .pretrained import list_pretrained, pretrained
 from .prune import mask, prune
@@ -35,5 +35,5 @@ __all__ = [
     "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
-    "l1_lambda_for",
+    "l1_lambda_for", "valley",
 ]

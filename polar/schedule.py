@@ -6,6 +6,7 @@ for one schedule (the paper's 200 epochs) to another (a brief run) by keeping th
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from .config import SCHEDULES, TrainConfig
@@ -38,5 +39,5 @@ def scale_lambda(lam: float, cfg: TrainConfig, steps_per_epoch: int, reference: 
                  reference_steps_per_epoch: int = PAPER_CIFAR_STEPS_PER_EPOCH) -> float:
     """The λ that gives ``cfg``'s run the same total regularization (λ × Σ lr) as ``lam`` gives the reference run
     (default: the paper's 200-epoch CIFAR schedule)."""
-    reference = reference or TrainConfig(**{**cfg.to_dict(), **SCHEDULES["cifar"]})
+    reference = reference or dataclasses.replace(cfg, **SCHEDULES["cifar"])
     return lam * lr_sum(reference, reference_steps_per_epoch) / lr_sum(cfg, steps_per_epoch)

@@ -7,6 +7,7 @@ run in its own directory, logged as one row of ``trials.csv``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -52,7 +53,7 @@ def search_lambda(cfg: TrainConfig, target: float, out: str | Path, tolerance: f
     lo = hi = None  # the largest λ known to fall short of the target, the smallest known to overshoot it
     lam = cfg.lam
     for i in range(1, max_trials + 1):
-        trial_cfg = TrainConfig(**{**cfg.to_dict(), "lam": lam})
+        trial_cfg = dataclasses.replace(cfg, lam=lam)
         run_dir = out / f"trial{i:02d}_lam{lam:.3g}"
         model = initial_model(trial_cfg, data.num_classes)  # the same initial weights in every trial
         last = [e for e in train(trial_cfg, run_dir=run_dir, model=model, data=data) if isinstance(e, EpochEvent)][-1]

@@ -2,6 +2,7 @@
 interruption; schedules and optimizer groups are what the paper specifies."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_same_seed_same_initial_weights_and_step_events(synthetic) -> None:
 def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, synthetic) -> None:
     cfg = polar.TrainConfig(reg="polar", lam=0.01, t=1.2, **BRIEF)
     straight = _final_epoch(cfg, synthetic, run_dir=tmp_path / "straight")
-    one = polar.TrainConfig(**{**cfg.to_dict(), "epochs": 2})
+    one = dataclasses.replace(cfg, epochs=2)
     gen = polar.train(one, data=synthetic, run_dir=tmp_path / "split")
     for event in gen:  # stop mid-way through epoch 2, as Ctrl-C would
         if isinstance(event, StepEvent) and event.epoch == 2 and event.step % event.steps_per_epoch == 5:
@@ -77,7 +78,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, synthetic) -> None:
         _final_epoch(cfg, synthetic, run_dir=tmp_path)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     with pytest.raises(polar.CheckpointError, match="seed"):
-        _final_epoch(polar.TrainConfig(**{**cfg.to_dict(), "seed": 1, "epochs": 2}), synthetic, run_dir=tmp_path,
+        _final_epoch(dataclasses.replace(cfg, seed=1, epochs=2), synthetic, run_dir=tmp_path,
                      resume=True)
 
 
