@@ -187,12 +187,11 @@ class DuelHandle:
         self._send(command or ("go", None))
 
     def _adopt_child(self, child: _Child) -> None:
-        """Give this duel a fresh child: send the job and listen to it."""
-        weights_from = self.models[next(iter(self.models))] if self.snapshot().step else self.start_model
-        cfgs = self.cfgs
-        if self.snapshot().step:  # resuming in a new child (its earlier one was released): continue the runs
+        """Give this (never started) duel a fresh child: send the job and listen to it. A duel that has trained
+        keeps its child until it stops; if that child dies the duel ends in the error state."""
+        if self.snapshot().step:
             raise RuntimeError("a duel that has trained keeps its trainer until it stops")
-        job = make_job(cfgs, self.data_args, start=weights_from, run_root=str(self.run_root),
+        job = make_job(self.cfgs, self.data_args, start=self.start_model, run_root=str(self.run_root),
                        threads=self.pool.threads_per_trainer)
         with self._lock:
             self._child, self._sent = child, 0
@@ -268,6 +267,15 @@ class DuelHandle:
                     return
 
 
+def _env_int(name: str) -> int:
+    """A positive integer from the environment, or 0 (use the default) when unset or malformed."""
+    try:
+        return max(0, int(os.environ.get(name, "0")))
+    except ValueError:
+        print(f"polar trainer pool: ignoring {name}={os.environ[name]!r} (not an integer)", file=sys.stderr)
+        return 0
+
+
 def _default_max_running() -> int:
     """Duels that may train at once: one per two cores (each trainer uses the cores the page leaves it)."""
     return max(1, (os.cpu_count() or 2) // 2)
@@ -280,7 +288,7 @@ class TrainerPool:
                  max_processes: int | None = None, orphan_grace_s: float = 10.0, spares: int = 1,
                  threads_per_trainer: int | None = None) -> None:
         self.is_alive = is_alive
-        self.max_running = max_running or int(os.environ.get("POLAR_MAX_TRAINERS", 0)) or _default_max_running()
+        self.max_running = max_running or _env_int("POLAR_MAX_TRAINERS") or _default_max_running()
         self.max_processes = max_processes or self.max_running + 3
         self.orphan_grace_s, self.spares = orphan_grace_s, spares
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)

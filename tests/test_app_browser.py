@@ -93,6 +93,20 @@ def browser():
         browser.close()
 
 
+PRUNE_AT_S = 60  # the default flow prunes a minute after Start: what a class would wait for
+
+
+def _table_rows(table) -> dict[str, dict[str, float]]:
+    """The pruning table's cells: row name -> column -> number (NaN for '–')."""
+    header = [h.inner_text().strip() for h in table.locator("thead th").all()][1:]
+    rows = {}
+    for tr in table.locator("tbody tr").all():
+        name = tr.locator("th").first.inner_text().strip()
+        cells = [td.inner_text().strip() for td in tr.locator("td").all()]
+        rows[name] = {h: float(c) if c not in ("–", "") else float("nan") for h, c in zip(header, cells)}
+    return rows
+
+
 def _status(page) -> str:
     caption = page.get_by_text(re.compile(r"split into a spike at 0 and a mode away: polarization"))
     return caption.first.inner_text() if caption.count() else ""
@@ -124,6 +138,7 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
             seen.append((time.time() - t0, status))
         if "polarization yes · L1 no" in status and split_at is None:
             split_at = time.time() - t0
+        if split_at is not None and time.time() - t0 >= PRUNE_AT_S:
             break
         page.wait_for_timeout(100)
     window = [t for t, _ in seen if 5 <= t]
@@ -140,13 +155,23 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
     prune.click()
     table = page.locator("table").filter(has_text="FLOPs reduction")
     table.wait_for(timeout=120_000)
-    text = table.inner_text()
+    rows = _table_rows(table)
+    real = "CIFAR-10" in page.get_by_text(re.compile(r"^Data: ")).first.inner_text() and page.get_by_text(
+        re.compile(r"^Start: Polar's trained")).count() > 0
     page.screenshot(path=str(tmp_path / "pruned.png"), full_page=True)
     page.close()
     shutil.copy(tmp_path / "pruned.png", tmp_path / "explorer.png")
-    assert "Polarization" in text and "L1 (network slimming)" in text
-    reductions = [float(x) for x in re.findall(r"Polarization\s+\S+\s+\S+\s+(\d+\.\d+)", text)]
-    assert reductions and reductions[0] > 0
+    polar_row, l1_row = rows["Polarization"], rows["L1 (network slimming)"]
+    print(f"\npruned {PRUNE_AT_S}s after Start ({'real CIFAR-10 from the trained baseline' if real else 'not the baseline on CIFAR-10'}):"
+          f" polarization {polar_row['acc before pruning (%)']:.1f} -> {polar_row['acc after pruning (%)']:.1f} % at "
+          f"{polar_row['FLOPs reduction (%)']:.1f} % FLOPs reduction; L1 {l1_row['acc before pruning (%)']:.1f} -> "
+          f"{l1_row['acc after pruning (%)']:.1f} % at {l1_row['FLOPs reduction (%)']:.1f} %")
+    assert polar_row["FLOPs reduction (%)"] > 0
+    assert abs(polar_row["FLOPs reduction (%)"] - l1_row["FLOPs reduction (%)"]) < 5  # matched FLOPs
+    if real:  # the paper's claim, as the default settings must show it (issue: within 2 points; L1 10 below)
+        assert polar_row["FLOPs reduction (%)"] >= 40
+        assert polar_row["acc after pruning (%)"] >= polar_row["acc before pruning (%)"] - 2
+        assert l1_row["acc after pruning (%)"] <= polar_row["acc after pruning (%)"] - 10
     assert len(seen) >= 2  # the histograms did update while training
     # what the explorer promises on the 2-core CPU with the default settings
     assert first_histogram <= 3.0, f"first histogram of trained γ {first_histogram:.1f}s after Start (promised 3 s)"
