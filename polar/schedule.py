@@ -24,6 +24,9 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig, steps_per_epoch: int) -
     progress = (step - warmup) / max(1, total_steps - warmup)
     if cfg.lr_schedule == "step":
         return cfg.lr * 0.1 ** sum(progress >= m for m in (0.5, 0.75))
+    if cfg.lr_schedule == "piecewise":
+        epoch = step // max(1, steps_per_epoch)
+        return cfg.lr * [f for first, f in cfg.piecewise_steps() if first <= epoch][-1]
     if cfg.lr_schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr

@@ -162,7 +162,8 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
     page.close()
     shutil.copy(tmp_path / "pruned.png", tmp_path / "explorer.png")
     polar_row, l1_row = rows["Polarization"], rows["L1 (network slimming)"]
-    print(f"\npruned {PRUNE_AT_S}s after Start ({'real CIFAR-10 from the trained baseline' if real else 'not the baseline on CIFAR-10'}):"
+    what = "real CIFAR-10 from the trained baseline" if real else "not the baseline on CIFAR-10"
+    print(f"\npruned {PRUNE_AT_S}s after Start ({what}):"
           f" polarization {polar_row['acc before pruning (%)']:.1f} -> {polar_row['acc after pruning (%)']:.1f} % at "
           f"{polar_row['FLOPs reduction (%)']:.1f} % FLOPs reduction; L1 {l1_row['acc before pruning (%)']:.1f} -> "
           f"{l1_row['acc after pruning (%)']:.1f} % at {l1_row['FLOPs reduction (%)']:.1f} %")

@@ -130,3 +130,21 @@ def test_scale_lambda_keeps_lambda_times_lr_sum() -> None:
     paper_sum = 781 * (100 * 0.1 + 50 * 0.01 + 50 * 0.001)
     brief_sum = 5 * 390 * 0.1 / 2  # cosine averages half the peak
     assert lam == pytest.approx(1e-4 * paper_sum / brief_sum, rel=1e-3)
+
+
+def test_the_official_presets_reproduce_the_papers_schedules() -> None:
+    spe = 781  # 50,000 // 64
+    r56 = polar.TrainConfig.from_preset("paper-cifar", model="resnet56")
+    assert (r56.lam, r56.t, r56.batch_size, r56.weight_decay, r56.bn_wd) == (5e-5, 1.4, 64, 5e-4, True)
+    vgg = polar.TrainConfig.from_preset("paper-cifar", model="vgg16")
+    assert (vgg.lam, vgg.t) == (3e-5, 1.5)
+    lrs = {epoch: lr_at(epoch * spe, 200 * spe, r56, spe) for epoch in (0, 1, 59, 60, 119, 120, 160, 199)}
+    assert lrs == pytest.approx({0: 0.01, 1: 0.1, 59: 0.1, 60: 0.02, 119: 0.02, 120: 0.004, 160: 0.0008, 199: 0.0008})
+    ft = polar.TrainConfig.from_preset("paper-cifar-finetune-resnet56", model="resnet56")
+    assert (ft.reg, ft.lam) == ("none", 0.0)
+    assert [lr_at(e * spe, 200 * spe, ft, spe) for e in (0, 30, 80, 150)] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1e-4])
+    r50 = polar.TrainConfig.from_preset("paper-imagenet", model="resnet50_imagenet")
+    assert (r50.lam, r50.t, r50.batch_size) == (8e-5, 1.2, 512)
+    for bad in ("", "1:1", "0:1,0:2", "0:1,60:-1", "0:nan", "a:b"):
+        with pytest.raises(polar.ConfigError, match="lr_steps"):
+            polar.TrainConfig(lr_schedule="piecewise", lr_steps=bad)
