@@ -42,6 +42,7 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "paper-cifar-finetune-vgg16": dict(epochs=200, batch_size=64, lr=5e-4, lr_schedule="piecewise",
                                        lr_steps="0:1,60:0.5,150:0.2", weight_decay=5e-4, bn_wd=True, reg="none",
                                        lam=0.0),
+    # ImageNet: the official total batch is 512; Polar's batch_size is per process (8 GPUs: --batch-size 64)
     "paper-imagenet": dict(epochs=120, batch_size=512, lr=0.1, lr_schedule="piecewise", lr_steps="0:1,40:0.1,80:0.01",
                            weight_decay=1e-4, bn_wd=True),
     "paper-imagenet-finetune": dict(epochs=128, batch_size=512, lr=0.05, lr_schedule="cosine", weight_decay=1e-4,
