@@ -17,7 +17,15 @@ from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polariz
 from .models import create_model, list_models, sparse_bns
 from .pretrained import list_pretrained, pretrained
 from .prune import mask, prune
-from .regularizers import L1, NoRegularizer, Polarization, l1_lambda_for, make_regularizer, sparse_gammas
+from .regularizers import (
+                           L1,
+                           NoRegularizer,
+                           Polarization,
+                           l1_lambda_for,
+                           make_regularizer,
+                           optimal_zero_share,
+                           sparse_gammas,
+)
 from .runs import CheckpointError, RunDir
 from .saving import load, save
 from .schedule import lr_sum, scale_lambda
@@ -35,5 +43,5 @@ __all__ = [
     "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
-    "l1_lambda_for", "valley",
+    "l1_lambda_for", "valley", "optimal_zero_share",
 ]

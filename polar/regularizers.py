@@ -14,7 +14,7 @@ from .config import check_range
 from .models import sparse_bns
 
 __all__ = ["polarization", "l1", "Polarization", "L1", "NoRegularizer", "Regularizer", "make_regularizer",
-           "sparse_gammas", "l1_lambda_for"]
+           "sparse_gammas", "l1_lambda_for", "optimal_zero_share"]
 
 
 def sparse_gammas(model: nn.Module) -> Tensor:
@@ -99,6 +99,13 @@ class NoRegularizer(Regularizer):
 
     def __repr__(self) -> str:
         return "NoRegularizer()"
+
+
+def optimal_zero_share(t: float) -> float:
+    """Theorem 3.2 of the paper: minimising the polarization regularizer alone over γ ∈ [0, a]^n, the share of γ
+    at 0 is 1/2 + t/4 for −2 ≤ t ≤ 2 (0 below, 1 above), and the rest sit at a. Training departs from it because
+    the task loss pulls the γ the network needs upward (the paper gives no theory for the full objective)."""
+    return min(1.0, max(0.0, 0.5 + t / 4))
 
 
 def l1_lambda_for(lam: float, t: float) -> float:

@@ -84,3 +84,7 @@ def test_no_regularizer_is_zero_and_l1_does_not_clamp() -> None:
 def test_bad_settings_raise_value_error(make) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+def test_theorem_3_2_share_at_zero() -> None:
+    assert [polar.optimal_zero_share(t) for t in (-3, -2, 0, 1.2, 2, 3)] == pytest.approx([0, 0, 0.5, 0.8, 1, 1])

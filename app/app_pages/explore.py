@@ -206,6 +206,11 @@ def live() -> None:
                f"{yes[hist['polar']['split']]} · L1 {yes[hist['l1']['split']]} · "
                f"updated {time.strftime('%H:%M:%S', time.localtime(snap.published_at))}"
                f".{int(snap.published_at * 10) % 10}")
+    t = duel.cfgs["polar"].t
+    st.caption(f"γ exactly at 0: polarization {hist['polar'].get('zero_share', 0):.0%}, L1 "
+               f"{hist['l1'].get('zero_share', 0):.0%} · Theorem 3.2, for the regularizer alone at t = {t:g}: "
+               f"{polar.optimal_zero_share(t):.0%} at 0, the rest at 1 — the task loss holds up the channels the "
+               "network needs, so training keeps fewer at 0 (the paper has no theory for the full objective).")
     if snap.steps or snap.epochs:
         steps_shown = len(snap.steps) // CURVES_EVERY if snap.state == "running" else len(snap.steps)
         st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs)),
