@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .models import sparse_bns, unwrap
 from .models._common import FoldedBias
 from .models.mobilenetv2 import MobileNetV2
-from .models.resnet import Bottleneck, CifarResNet, ShortcutA, option_a_index
+from .models.resnet import Bottleneck, CifarResNet, ShortcutA, _ResNetBase, option_a_index
 from .models.vgg import VGG
 
 __all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",
@@ -179,11 +179,24 @@ def _check_round_to(round_to: int) -> None:
         raise ValueError(f"round_to must be a positive integer (1 = no rounding, 8 suits oneDNN), got {round_to!r}")
 
 
-def _plan(model: nn.Module, threshold: Threshold, round_to: int) -> list[Tensor]:
-    """For each channel set, in order, the channels to remove."""
+def _plan(model: nn.Module, threshold: Threshold, round_to: int, zero_beta: bool = False) -> list[Tensor]:
+    """For each channel set, in order, the channels to remove.
+
+    With ``zero_beta`` (the official code's behaviour) a ResNet block that loses every channel of one of its sparse
+    BNs loses its whole residual branch, the constants of its later BNs included."""
     _check_round_to(round_to)
     thresholds = _bn_thresholds(model, threshold)
-    return [_removed(cs, thresholds, round_to) for cs in channel_sets(model)]
+    sets = channel_sets(model)
+    plan = [_removed(cs, thresholds, round_to) for cs in sets]
+    inner = unwrap(model)
+    if zero_beta and isinstance(inner, _ResNetBase):
+        index = {id(cs.bns[0]): i for i, cs in enumerate(sets)}
+        for block in inner.blocks():
+            rows = [index[id(bn)] for bn in block.sparse_bns()]
+            if any(bool(plan[i].all()) for i in rows):
+                for i in rows:
+                    plan[i] = torch.ones_like(plan[i])
+    return plan
 
 
 def _masked_copy(model: nn.Module, threshold: Threshold, plan: list[Tensor], zero_beta: bool) -> nn.Module:
@@ -208,7 +221,7 @@ def mask(model: nn.Module, threshold: Threshold, zero_beta: bool = False, round_
     Layers other than ResNet blocks keep their strongest channel even when all γ ≤ threshold; ``round_to`` keeps
     the strongest of the small-γ channels too, until each layer's kept count is a multiple of it.
     """
-    return _masked_copy(model, threshold, _plan(model, threshold, round_to), zero_beta)
+    return _masked_copy(model, threshold, _plan(model, threshold, round_to, zero_beta), zero_beta)
 
 
 # ---------------------------------------------------------------- the model-level prune
@@ -275,7 +288,7 @@ def prune(model: nn.Module, threshold: Threshold, zero_beta: bool = False,
             have no such channel (the stem, a downsample conv or a projection BN writes to each), so this changes
             nothing there.
     """
-    plan = _plan(model, threshold, round_to)
+    plan = _plan(model, threshold, round_to, zero_beta)
     small = _masked_copy(model, threshold, plan, zero_beta)
     removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(small), plan)}
     if isinstance(small, VGG):

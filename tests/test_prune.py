@@ -295,3 +295,20 @@ def test_pruned_equals_masked_with_per_layer_thresholds(name: str) -> None:
     x = torch.randn(2, 3, model.input_size, model.input_size)
     with torch.no_grad():
         _outputs_match(polar.mask(model, thresholds).eval()(x), polar.prune(model, thresholds).eval()(x))
+
+
+def test_zero_beta_drops_a_blocks_whole_branch_when_its_bn1_is_wholly_pruned() -> None:
+    """The official code's behaviour: the residual branch goes, bn2's constant with it (folded pruning keeps it)."""
+    model = polarize_randomly(polar.create_model("resnet20"), share_pruned=0.0).eval()
+    block = model.layer1[1]
+    with torch.no_grad():
+        block.bn1.weight.zero_()
+    x = torch.randn(2, 3, 32, 32)
+    masked = polar.mask(model, 0.01, zero_beta=True)
+    assert torch.all(masked.layer1[1].bn2.bias == 0) and torch.all(masked.layer1[1].bn2.weight == 0)
+    small = polar.prune(model, 0.01, zero_beta=True).eval()
+    assert small.layer1[1].conv1 is None and not small.layer1[1].fold_out.bias.abs().any()
+    with torch.no_grad():
+        _outputs_match(masked.eval()(x), small(x))
+        folded = polar.prune(model, 0.01).eval()
+        assert folded.layer1[1].fold_out.bias.abs().any()  # Polar's default keeps the branch's constant
