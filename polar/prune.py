@@ -116,7 +116,7 @@ def channel_sets(model: nn.Module) -> list[ChannelSet]:
         return [ChannelSet(group, allow_empty=False) for group in inner.channel_sets()]
     if isinstance(inner, VGG):
         return [ChannelSet([bn], allow_empty=False) for bn in inner.sparse_bns()]
-    if hasattr(inner, "blocks"):  # ResNets: each block BN on its own; a block may lose all of them
+    if isinstance(inner, _ResNetBase):  # each block BN on its own; a block may lose all of them
         return [ChannelSet([bn], allow_empty=True) for bn in inner.sparse_bns()]
     raise ValueError(f"pruning does not know {type(inner).__name__}; use a model from polar.create_model")
 
