@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from ._io import atomic_write_text
+from .compare import finetune_config
 from .config import SCHEDULES, ConfigError, TrainConfig
 from .device import rank_world, resolve_device
 from .runs import RunDir
@@ -235,10 +236,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.resume:
         cfg = TrainConfig.from_dict({**RunDir(out).read_config(), **_overrides(args)})
     else:
-        base = {k: v for k, v in run.read_config().items() if k in ("model", "dataset", "data_dir", "data_path",
-                                                                     "subset", "seed", "device", "workers")}
-        cfg = TrainConfig.from_preset(args.preset, **{**base, "reg": "none", "lam": 0.0, "init": str(pruned),
-                                                      **_overrides(args)})
+        # the one fine-tune recipe (polar.finetune_config): the sparse run's model and data, the preset's schedule
+        cfg = finetune_config(TrainConfig.from_dict(run.read_config()), args.preset,
+                              **{"init": str(pruned), **_overrides(args)})
     resolve_device(cfg.device)
     _writable_dir(out, "--out")
     _run_training(cfg, out, args.resume, args.quiet)
