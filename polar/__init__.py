@@ -6,7 +6,7 @@
     for event in polar.train(polar.TrainConfig(model="resnet20", dataset="synthetic", epochs=2)):
         ...
 """
-from .compare import finetune_config, matched_flops
+from .compare import finetune_config, matched_flops, threshold_rules
 from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range
 from .data import DeviceDataset, ImageTensors
 from .datasets import DatasetError, load_dataset, load_images
@@ -43,5 +43,5 @@ __all__ = [
     "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
-    "l1_lambda_for", "valley", "optimal_zero_share",
+    "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules",
 ]

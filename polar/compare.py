@@ -18,11 +18,12 @@ from torch import nn
 from .config import SCHEDULES, ConfigError, TrainConfig
 from .data import DeviceDataset
 from .flops import cost, flops_reduction
-from .prune import prune
-from .threshold import threshold_for_reduction
+from .models import sparse_bns
+from .prune import layer_thresholds, prune
+from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .train import evaluate
 
-__all__ = ["matched_flops", "finetune_config", "MATCHED_COLUMNS"]
+__all__ = ["matched_flops", "finetune_config", "threshold_rules", "MATCHED_COLUMNS"]
 
 MATCHED_COLUMNS = ["method", "threshold", "macs", "params", "flops_reduction", "acc_unpruned", "acc_pruned",
                    "acc_zero_beta"]
@@ -70,3 +71,31 @@ def finetune_config(cfg: TrainConfig, preset: str = "demo-finetune", **overrides
     if preset not in SCHEDULES:
         raise ConfigError(f"unknown schedule preset {preset!r}; choose one of: {', '.join(SCHEDULES)}")
     return dataclasses.replace(cfg, **{**SCHEDULES[preset], "reg": "none", "lam": 0.0, **overrides})
+
+
+THRESHOLD_RULES = {  # name -> find_threshold arguments
+    "Polar's valley (global)": dict(method="valley"),
+    "paper's rule (global)": dict(method="paper"),
+    "paper's rule (per layer)": dict(method="paper", per_layer=True),
+    "percentile (50 % of channels)": dict(method="percent", value=0.5),
+}
+
+
+def threshold_rules(model: nn.Module, upper: float = 1.0) -> pd.DataFrame:
+    """What each threshold rule would do to ``model``: its threshold(s), the channels and the FLOPs it removes.
+    A rule that finds no valley prunes nothing (its row says so)."""
+    base, rows = cost(model), []
+    channels = sum(bn.num_features for bn in sparse_bns(model))
+    for name, kwargs in THRESHOLD_RULES.items():
+        try:
+            threshold = find_threshold(model, upper=upper, **kwargs)
+        except NoValleyError:
+            rows.append({"rule": name, "threshold": "no valley", "channels pruned": 0, "FLOPs reduction": 0.0})
+            continue
+        values = list(layer_thresholds(model, threshold).values())
+        small = prune(model, threshold)
+        shown = f"{values[0]:.3f}" if not isinstance(threshold, Mapping) else f"{min(values):.3f} – {max(values):.3f}"
+        rows.append({"rule": name, "threshold": shown,
+                     "channels pruned": channels - sum(bn.num_features for bn in sparse_bns(small)),
+                     "FLOPs reduction": flops_reduction(base, cost(small))})
+    return pd.DataFrame(rows)

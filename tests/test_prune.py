@@ -312,3 +312,13 @@ def test_zero_beta_drops_a_blocks_whole_branch_when_its_bn1_is_wholly_pruned() -
         _outputs_match(masked.eval()(x), small(x))
         folded = polar.prune(model, 0.01).eval()
         assert folded.layer1[1].fold_out.bias.abs().any()  # Polar's default keeps the branch's constant
+
+
+def test_threshold_rules_side_by_side() -> None:
+    model = polarize_randomly(polar.create_model("resnet20"), seed=5)
+    table = polar.threshold_rules(model)
+    assert list(table["rule"]) == list(polar.compare.THRESHOLD_RULES)
+    paper = table.set_index("rule").loc["paper's rule (global)"]
+    small = polar.prune(model, polar.find_threshold(model, "paper"))
+    assert paper["FLOPs reduction"] == polar.flops_reduction(polar.cost(model), polar.cost(small))
+    assert 0 < table["FLOPs reduction"].max() < 1

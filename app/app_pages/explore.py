@@ -248,6 +248,12 @@ for col, m in zip((c1, c2), ("polar", "l1")):
     col.metric(f"{charts.NAMES[m]}: channels with γ ≤ threshold", f"{pruned} of {len(gammas[m])}",
                f"{len(gammas[m]) - pruned} kept", delta_color="off")
 
+with st.expander("Threshold rules side by side (polarization's γ)"):
+    st.caption("What each rule would prune — Polar's robust valley (the default), the official code's literal rule "
+               "globally and per layer, and network slimming's percentile — computed by polar.threshold_rules.")
+    st.dataframe(polar.threshold_rules(models["polar"], upper=duel.upper), hide_index=True,
+                 column_config={"FLOPs reduction": st.column_config.NumberColumn(format="percent")})
+
 if st.button("✂ Prune", type="primary"):
     with st.spinner("Pruning both networks and measuring them…"):
         table, small = polar.matched_flops(models, data, threshold=threshold, reference="polar")
