@@ -1,6 +1,8 @@
 """Plotly figures for the explorer, built from binned counts and metric rows (never from raw γ)."""
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -90,3 +92,22 @@ def prune_table(table: "object") -> "object":
                                   "acc_pruned": "acc after pruning (%)", "acc_zero_beta": "acc, β dropped (%)",
                                   "acc_finetuned": "acc after fine-tune (%)"}).set_index("method")
     return shown.style.format("{:.3f}", na_rep="–")
+
+
+def timeline(points: list[dict], upper: float) -> go.Figure:
+    """γ over time (the paper's Figure 4, live): for each method a heat map of bin counts (log scale) against the
+    training step, so the spike forming at 0 and the valley opening show as bands."""
+    methods = [m for m in ("polar", "l1") if points and m in points[0]]
+    fig = make_subplots(rows=1, cols=len(methods), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[NAMES[m] for m in methods])
+    for col, m in enumerate(methods, start=1):
+        bins = len(points[0][m])
+        z = [[math.log10(1 + p[m][b]) for p in points] for b in range(bins)]
+        fig.add_trace(go.Heatmap(z=z, x=[p["step"] for p in points], y=[(b + 0.5) * upper / bins for b in range(bins)],
+                                 colorscale="Viridis", showscale=False,
+                                 hovertemplate="step %{x}, γ≈%{y:.2f}: log10(1+count) %{z:.2f}<extra></extra>"),
+                      row=1, col=col)
+        fig.update_xaxes(title_text="step", row=1, col=col)
+    fig.update_yaxes(title_text="γ", row=1, col=1)
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10))
+    return fig

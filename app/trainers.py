@@ -48,6 +48,7 @@ class Snapshot:
     queue_position: int = 0  # while queued: duels ahead of this one
     hist: dict[str, dict] = field(default_factory=dict)  # method -> polar.gamma_summary(...)
     steps: list[dict] = field(default_factory=list)  # per published step: step, method losses
+    timeline: list[dict] = field(default_factory=list)  # γ over time: step and each method's counts, thinned
     epochs: list[dict] = field(default_factory=list)  # per epoch and method: metrics + γ summary (for replay)
     message: str = ""
 
@@ -244,6 +245,8 @@ class DuelHandle:
                     s.step, s.hist, s.published_at = payload["step"], {**s.hist, **payload["hist"]}, time.time()
                     if "losses" in payload:  # sent once both models took the step
                         s.steps = s.steps + [{"step": payload["step"], **payload["losses"]}]
+                        s.timeline = _thinned(s.timeline + [{"step": payload["step"], **{
+                            m: h["counts"] for m, h in s.hist.items()}}])
             elif kind == "epoch":
                 with self._lock:
                     s = self._snapshot
@@ -265,6 +268,14 @@ class DuelHandle:
                 self.pool.wake()
                 if final:
                     return
+
+
+TIMELINE_POINTS = 240  # γ histograms kept for the "γ over time" heat map: every other one goes when full
+
+
+def _thinned(timeline: list[dict]) -> list[dict]:
+    """Keep the first histogram and the latest, and at most TIMELINE_POINTS evenly thinned between them."""
+    return timeline if len(timeline) <= TIMELINE_POINTS else timeline[:-1:2] + timeline[-1:]
 
 
 def _env_int(name: str) -> int:

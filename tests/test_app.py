@@ -50,8 +50,11 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
         time.sleep(1)
         app.run()
     assert "polarization yes · L1 no" in _status(app), _status(app)
-    assert len(app.get("plotly_chart")) >= 1
+    charts_before = len(app.get("plotly_chart"))
+    app.toggle(key="show_timeline").set_value(True).run()  # γ over time: one more figure, from the timeline
+    assert len(app.get("plotly_chart")) == charts_before + 1 and not app.exception
     duel = app.session_state["duel"]
+    assert len(duel.snapshot().timeline) >= 2 and set(duel.snapshot().timeline[-1]) == {"step", "polar", "l1"}
     hist = duel.snapshot().hist
     assert hist["polar"]["counts"] != hist["l1"]["counts"]  # same start, different shapes now
     assert sum(hist["polar"]["counts"]) == sum(hist["l1"]["counts"])  # same channels, binned (not raw γ)

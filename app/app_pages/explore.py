@@ -148,9 +148,11 @@ if cols[3].button("⟲ Reset", width="stretch", disabled=duel is None):
 
 if duel is not None:  # the sidebar rewrote the URL from the settings: name this tab's duel in it again
     st.query_params["duel"] = duel.id
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 log_y = c1.toggle("log-scale counts", value=False)
 c2.toggle("per-layer γ", value=False, key="show_layers", help="one row per sparse BN: where its γ lie")
+c3.toggle("γ over time", value=False, key="show_timeline",
+          help="the histogram at every published step as a heat map: the spike forming, the valley opening")
 running = duel is not None and duel.snapshot().state in ("running", "queued")
 getting_ready = (duel is not None and duel.snapshot().state == "idle" and not duel.snapshot().ready
                  and duel.has_trainer())
@@ -215,6 +217,11 @@ def live() -> None:
         steps_shown = len(snap.steps) // CURVES_EVERY if snap.state == "running" else len(snap.steps)
         st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs)),
                                lambda: charts.curves(snap.steps, snap.epochs)), width="stretch", key="curves")
+    if st.session_state.get("show_timeline") and snap.timeline:
+        points_shown = len(snap.timeline) // CURVES_EVERY if snap.state == "running" else len(snap.timeline)
+        st.plotly_chart(figure("timeline", (id(duel), points_shown, snap.timeline[-1]["step"] if
+                                            snap.state != "running" else 0),
+                               lambda: charts.timeline(snap.timeline, duel.upper)), width="stretch", key="timeline")
     if st.session_state.get("show_layers"):
         st.plotly_chart(figure("layers", shown, lambda: charts.layer_heatmaps(hist, duel.upper)), width="stretch",
                         key="layers")
