@@ -24,6 +24,7 @@ from .regularizers import (
                            l1_lambda_for,
                            make_regularizer,
                            optimal_zero_share,
+    polarization,
                            sparse_gammas,
 )
 from .runs import CheckpointError, RunDir
@@ -32,6 +33,7 @@ from .schedule import lr_sum, scale_lambda
 from .search import Trial, search_lambda
 from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
+from .toy import toy_gammas
 from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, load_training_data, train
 
 __all__ = [
@@ -43,5 +45,5 @@ __all__ = [
     "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
-    "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules",
+    "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization",
 ]

@@ -140,3 +140,17 @@ def test_one_damaged_run_does_not_break_the_saved_runs_page(app: AppTest, tmp_pa
     app.multiselect[0].select(good.name).run()
     assert not app.exception
     assert set(app.dataframe[0].value["run"]) == {good.name}
+
+
+def test_playground_redraws_within_a_second_when_a_slider_moves(app: AppTest) -> None:
+    app.query_params["dataset"] = "synthetic"
+    app.run()
+    app.switch_page("app_pages/playground.py").run()
+    assert not app.exception
+    before = app.dataframe[0].value
+    start = time.perf_counter()
+    app.slider(key="pg_t").set_value(1.6).run()
+    assert time.perf_counter() - start < 1.0 and not app.exception
+    after = app.dataframe[0].value
+    assert after.iloc[0]["share of γ at 0"] > before.iloc[0]["share of γ at 0"]  # larger t: more γ at 0
+    assert "Theorem 3.2" in " ".join(c.value for c in app.caption) and "90%" in " ".join(c.value for c in app.caption)

@@ -88,3 +88,19 @@ def test_bad_settings_raise_value_error(make) -> None:
 
 def test_theorem_3_2_share_at_zero() -> None:
     assert [polar.optimal_zero_share(t) for t in (-3, -2, 0, 1.2, 2, 3)] == pytest.approx([0, 0, 0.5, 0.8, 1, 1])
+
+
+def test_the_toy_splits_under_polarization_and_slides_under_l1() -> None:
+    """polar.toy_gammas (notebook 01 and the playground): polarization leaves a spike at 0 and an emptied middle;
+    L1 at the same λ (unclamped, as network slimming) slides γ down and leaves the middle full; without the clamp
+    polarization's small γ fall below 0."""
+    polarized = polar.toy_gammas("polar", lam=0.3, snapshots=(400,))[400]
+    shrunk = polar.toy_gammas("l1", lam=0.3, clamp=False, snapshots=(400,))[400]
+    assert float((polarized == 0).float().mean()) > 0.2 and polar.is_polarized(polarized)
+    assert float((shrunk == 0).float().mean()) == 0
+    assert polar.middle_share(polarized) < 0.5 * polar.middle_share(shrunk)
+    free = polar.toy_gammas("polar", lam=0.3, clamp=False, snapshots=(400,))[400]
+    assert float((free < 0).float().mean()) > 0.05  # the clamp is what holds them at exactly 0
+    assert torch.equal(polar.toy_gammas("polar", 0.3, snapshots=(400,))[400], polarized)  # seeded
+    with pytest.raises(polar.ConfigError, match="finite"):
+        polar.toy_gammas("polar", lam=float("nan"))
