@@ -267,3 +267,22 @@ def test_two_users_training_at_once_both_finish(server: Server, browser) -> None
         page.get_by_text(re.compile(r"^done · ")).first.wait_for(timeout=240_000)
     for page in pages:
         page.context.close()
+
+
+def test_playground_redraws_within_a_second_of_a_slider_move(server: Server, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server.url}/playground", timeout=60_000)
+    caption = page.get_by_text(re.compile(r"^Theorem 3\.2: for the regularizer alone")).first
+    caption.wait_for(timeout=60_000)
+    before = caption.inner_text()
+    thumb = page.locator("section.main, [data-testid='stMain']").get_by_role("slider").first
+    thumb.focus()
+    t0 = time.time()
+    page.keyboard.press("ArrowRight")  # t from 1.2 to 1.25: Theorem 3.2's share at 0 goes from 80 % to 81 %
+    page.wait_for_function("([el, text]) => el.innerText !== text", arg=[caption.element_handle(), before],
+                           timeout=10_000)
+    redraw = time.time() - t0
+    print(f"\nplayground: redrawn {redraw:.2f}s after the slider moved")
+    assert "81%" in caption.inner_text()
+    page.close()
+    assert redraw < 1.0
