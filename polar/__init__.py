@@ -12,6 +12,7 @@ from .data import DeviceDataset, ImageTensors
 from .datasets import DatasetError, load_dataset, load_images
 from .device import autocast, rank_world, resolve_device, synchronize, uses_bf16
 from .duel import Duel
+from .export import export_onnx
 from .flops import Cost, cost, count_macs, flops_reduction
 from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share, valley
 from .models import create_model, list_models, sparse_bns
@@ -45,5 +46,5 @@ __all__ = [
     "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
-    "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization",
+    "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization", "export_onnx",
 ]

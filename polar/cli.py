@@ -1,4 +1,5 @@
-"""The ``polar`` command line: ``train``, ``prune``, ``finetune`` and ``search`` (the paper's Algorithm 1).
+"""The ``polar`` command line: ``train``, ``prune``, ``finetune``, ``export`` and ``search`` (the paper's
+Algorithm 1).
 
 Every TrainConfig field is a flag (``--lam``, ``--bn-wd/--no-bn-wd``, ...), on top of a schedule preset. Bad input
 ends with one line ``polar: error: ...`` and exit status 2, never a traceback.
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_config_flags(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("export", help="write a (pruned) model for deployment: ONNX")
+    p.add_argument("--run", required=True, help="the run directory (its pruned/model.pt unless --model is given)")
+    p.add_argument("--model", default="", help="a model file from polar prune or polar.save (default RUN/pruned)")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", default="", help="output file (default: next to the model, .onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("search", help="Algorithm 1: search λ for a target FLOPs reduction with short runs")
     p.add_argument("--target-flops-reduction", type=float, required=True, help="e.g. 0.5")
@@ -242,6 +250,21 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     resolve_device(cfg.device)
     _writable_dir(out, "--out")
     _run_training(cfg, out, args.resume, args.quiet)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+    from .saving import load
+
+    source = Path(args.model) if args.model else Path(args.run) / "pruned" / "model.pt"
+    if not source.is_file():
+        raise ConfigError(f"{source} does not exist; run polar prune --run {args.run} first or pass --model")
+    out = Path(args.out) if args.out else source.with_suffix(".onnx")
+    _writable_dir(out.parent, "--out")
+    model = load(source)
+    export_onnx(model, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): input 'images' (N, 3, {model.input_size}, "
+          f"{model.input_size}), output 'logits'")
 
 
 def cmd_search(args: argparse.Namespace) -> None:

@@ -68,6 +68,8 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     assert (table["FLOPs reduction (%)"] > 0).all() and (table["MACs (M)"] < 40.56).all()
     reductions = table["FLOPs reduction (%)"].tolist()
     assert abs(reductions[0] - reductions[1]) < 15  # L1 pruned to the matching FLOPs reduction
+    next(b for b in app.button if b.label == "Export it to ONNX").click().run()
+    assert not app.exception and app.session_state["prune_result"]["onnx"][:8]  # the .onnx bytes to download
     runs = list((Path(app.session_state["duel"].run_root)).glob("*/config.json"))
     assert len(runs) == 2  # both runs are kept on disk
 

@@ -153,6 +153,10 @@ def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
     sparse = polar.sparse_bns(polar.load(run / "checkpoint.pt"))
     assert per_layer["per_layer"] and len(per_layer["threshold"]) == len(sparse)  # one threshold per sparse BN
 
+    done = _polar("export", "--run", str(run), "--format", "onnx")
+    assert done.returncode == 0, done.stderr
+    assert (run / "pruned" / "model.onnx").stat().st_size > 10_000
+
     done = _polar("finetune", "--run", str(run), "--preset", "demo-finetune", "--epochs", "1", "--quiet")
     assert done.returncode == 0, done.stderr
     tuned = polar.load(run / "finetune" / "checkpoint.pt")

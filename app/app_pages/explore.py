@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -282,9 +283,14 @@ if result is not None:
         st.rerun()
     buf = io.BytesIO()
     polar.save(result["small"]["polar"], buf)
-    d1, d2 = st.columns(2)
+    d1, d2, d3 = st.columns(3)
     d1.download_button("Download the pruned polarization model (.pt)", buf.getvalue(), "polar_pruned.pt")
-    d2.download_button("Download the run's config (.json)", json.dumps(
+    if d2.button("Export it to ONNX"):
+        with st.spinner("Exporting to ONNX…"), tempfile.TemporaryDirectory() as folder:
+            result["onnx"] = polar.export_onnx(result["small"]["polar"], Path(folder) / "m.onnx").read_bytes()
+    if result.get("onnx"):
+        d2.download_button("Download polar_pruned.onnx", result["onnx"], "polar_pruned.onnx")
+    d3.download_button("Download the run's config (.json)", json.dumps(
         {m: c.to_dict() for m, c in duel.cfgs.items()} | {"threshold": threshold, "run_dir": str(duel.run_root)},
         indent=2), "polar_run_config.json", mime="application/json")
 

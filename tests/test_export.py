@@ -1,0 +1,31 @@
+"""ONNX deployment: every registered model, pruned where pruning applies, runs in ONNX Runtime with PyTorch's
+outputs (within 1e-4 of the largest logit) at several batch sizes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import polar
+
+from .conftest import polarize_randomly
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is pinned in requirements.txt")
+
+
+@pytest.mark.parametrize("name", polar.list_models())
+def test_onnx_runtime_matches_pytorch(name: str, tmp_path: Path) -> None:
+    model = polarize_randomly(polar.create_model(name), seed=2).eval()
+    small = polar.prune(model, 0.06, round_to=8).eval()
+    path = polar.export_onnx(small, tmp_path / f"{name}.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, small.input_size, small.input_size)
+        with torch.no_grad():
+            expected = small(x).numpy()
+        got = session.run(["logits"], {"images": x.numpy()})[0]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max()))
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically
