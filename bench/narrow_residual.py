@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from prune_speedup import paired_latency_ms
-
 import polar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +36,7 @@ def main() -> None:
         wide = polar.prune(model, threshold, round_to=round_to).eval()
         narrow = polar.prune(model, threshold, round_to=round_to, narrow_residual=True).eval()
         streams = [len(chans) for chans in narrow.stream_lists()]
-        wide_ms, narrow_ms = paired_latency_ms(wide, narrow, 64, args.repeats, True, rounds=8)
+        wide_ms, narrow_ms = polar.paired_latency_ms(wide, narrow, 64, args.repeats, True, rounds=8)
         row = {"round_to": round_to, "stream_widths": streams,
                "flops_reduction_wide": polar.flops_reduction(base, polar.cost(wide)),
                "flops_reduction_narrow": polar.flops_reduction(base, polar.cost(narrow)),

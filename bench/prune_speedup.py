@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -35,32 +33,6 @@ def polarize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             bn.weight.copy_(torch.where(low, torch.rand(bn.num_features, generator=gen) * 0.05,
                                         0.3 + 0.7 * torch.rand(bn.num_features, generator=gen)))
     return model.eval()
-
-
-@torch.inference_mode()
-def latency_ms(model: torch.nn.Module, batch: int, repeats: int, channels_last: bool, warmup: int = 3) -> float:
-    x = torch.randn(batch, 3, model.input_size, model.input_size)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
-
-
-def paired_latency_ms(a: torch.nn.Module, b: torch.nn.Module, batch: int, repeats: int, channels_last: bool,
-                      rounds: int) -> tuple[float, float]:
-    """Median latencies of two models timed in alternating rounds, so load drift on the machine hits both alike."""
-    a_ms, b_ms = [], []
-    for _ in range(rounds):
-        a_ms.append(latency_ms(a, batch, repeats, channels_last))
-        b_ms.append(latency_ms(b, batch, repeats, channels_last))
-    return statistics.median(a_ms), statistics.median(b_ms)
 
 
 def main() -> None:
@@ -88,7 +60,8 @@ def main() -> None:
                "flops_reduction": polar.flops_reduction(base, pruned), "macs": base.macs, "macs_pruned": pruned.macs,
                "ideal_speedup": ideal}
         for batch in (64, 1):
-            orig_ms, small_ms = paired_latency_ms(model, small, batch, args.repeats, args.channels_last, rounds=3)
+            orig_ms, small_ms = polar.paired_latency_ms(model, small, batch, args.repeats, args.channels_last,
+                                                        rounds=3)
             row |= {f"orig_ms_b{batch}": orig_ms, f"pruned_ms_b{batch}": small_ms,
                     f"speedup_b{batch}": orig_ms / small_ms}
         rows.append(row)

@@ -15,6 +15,7 @@ from .duel import Duel
 from .export import export_onnx
 from .flops import Cost, cost, count_macs, flops_reduction
 from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share, valley
+from .latency import deployed_latency, latency_ms, paired_latency_ms
 from .models import create_model, list_models, sparse_bns
 from .pretrained import list_pretrained, pretrained
 from .prune import mask, prune
@@ -25,7 +26,7 @@ from .regularizers import (
                            l1_lambda_for,
                            make_regularizer,
                            optimal_zero_share,
-    polarization,
+                           polarization,
                            sparse_gammas,
 )
 from .runs import CheckpointError, RunDir
@@ -47,4 +48,5 @@ __all__ = [
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
     "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization", "export_onnx",
+    "deployed_latency", "latency_ms", "paired_latency_ms",
 ]

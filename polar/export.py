@@ -7,6 +7,7 @@ exporter (torch.export based) handles every registered model; the tests check ON
 """
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import warnings
@@ -21,13 +22,12 @@ __all__ = ["export_onnx"]
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, int, int] | None = None) -> Path:
-    """Write ``model`` (eval mode, on the CPU) to ``path`` as ONNX, atomically, with a dynamic batch dimension.
+    """Write ``model`` (a copy in eval mode, on the CPU) to ``path`` as ONNX, atomically, with a dynamic batch.
 
     ``input_size``: the example input's shape (default: the model's own, e.g. (1, 3, 32, 32) for CIFAR)."""
-    inner = unwrap(model)
+    # a contiguous CPU copy: channels_last weights make torch.export specialise the batch size
+    inner = copy.deepcopy(unwrap(model)).eval().cpu().to(memory_format=torch.contiguous_format)
     size = input_size or (1, 3, inner.input_size, inner.input_size)
-    was_training, device = inner.training, next(inner.parameters()).device
-    inner.eval().cpu()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -43,6 +43,4 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    finally:
-        inner.to(device).train(was_training)
     return path

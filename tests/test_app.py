@@ -70,6 +70,9 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     assert abs(reductions[0] - reductions[1]) < 15  # L1 pruned to the matching FLOPs reduction
     next(b for b in app.button if b.label == "Export it to ONNX").click().run()
     assert not app.exception and app.session_state["prune_result"]["onnx"][:8]  # the .onnx bytes to download
+    next(b for b in app.button if b.label.startswith("Measure latency")).click().run()
+    assert not app.exception
+    assert list(app.session_state["prune_result"]["latency"]["runtime"].unique()) == ["PyTorch", "ONNX Runtime"]
     runs = list((Path(app.session_state["duel"].run_root)).glob("*/config.json"))
     assert len(runs) == 2  # both runs are kept on disk
 

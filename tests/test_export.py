@@ -29,3 +29,12 @@ def test_onnx_runtime_matches_pytorch(name: str, tmp_path: Path) -> None:
         assert got.shape == expected.shape
         assert np.abs(got - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max()))
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
+
+
+def test_deployed_latency_times_both_runtimes() -> None:
+    model = polarize_randomly(polar.create_model("resnet20"), seed=4).eval()
+    small = polar.prune(model, 0.06, round_to=8).eval()
+    table = polar.deployed_latency(model, small, batches=(1, 8), repeats=2, rounds=1)
+    assert list(table["runtime"]) == ["PyTorch", "PyTorch", "ONNX Runtime", "ONNX Runtime"]
+    assert (table[["original_ms", "pruned_ms", "speedup"]] > 0).all().all()
+    assert table["macs_ratio"].iloc[0] == polar.cost(model).macs / polar.cost(small).macs > 1

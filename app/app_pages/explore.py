@@ -290,6 +290,17 @@ if result is not None:
             result["onnx"] = polar.export_onnx(result["small"]["polar"], Path(folder) / "m.onnx").read_bytes()
     if result.get("onnx"):
         d2.download_button("Download polar_pruned.onnx", result["onnx"], "polar_pruned.onnx")
+    if st.button("Measure latency: original vs pruned, PyTorch and ONNX Runtime (CPU)"):
+        with st.spinner("Timing both networks in alternating rounds…"):
+            result["latency"] = polar.deployed_latency(models["polar"], result["small"]["polar"], repeats=3)
+    if result.get("latency") is not None:
+        st.dataframe(result["latency"], hide_index=True, column_config={
+            "original_ms": st.column_config.NumberColumn("original (ms)", format="%.1f"),
+            "pruned_ms": st.column_config.NumberColumn("pruned (ms)", format="%.1f"),
+            "speedup": st.column_config.NumberColumn("measured speed-up", format="%.2fx"),
+            "macs_ratio": st.column_config.NumberColumn("MACs ratio (ideal)", format="%.2fx")})
+        st.caption("Fewer FLOPs need not mean less time: odd channel widths and memory-bound layers run below their "
+                   "MACs ratio (polar.prune's round_to=8 helps on CPU).")
     d3.download_button("Download the run's config (.json)", json.dumps(
         {m: c.to_dict() for m, c in duel.cfgs.items()} | {"threshold": threshold, "run_dir": str(duel.run_root)},
         indent=2), "polar_run_config.json", mime="application/json")

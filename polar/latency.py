@@ -1,0 +1,87 @@
+"""Is the pruned network faster where it will run? Latency of original vs pruned, in PyTorch and ONNX Runtime.
+
+    table = polar.deployed_latency(model, small)   # runtime, batch, original and pruned ms, speed-up, MACs ratio
+
+The two networks are timed in alternating rounds (medians), so load drift on the machine hits both alike; fewer
+MACs need not mean less time (odd channel widths, memory-bound layers), which is why the MACs ratio stands beside
+the measured speed-up.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .export import export_onnx
+from .flops import cost
+
+__all__ = ["latency_ms", "paired_latency_ms", "deployed_latency"]
+
+
+def latency_ms(run: Callable[[], object], repeats: int = 10, warmup: int = 3) -> float:
+    """Median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def _torch_runner(model: nn.Module, batch: int, channels_last: bool) -> Callable[[], object]:
+    model = copy.deepcopy(model).eval()  # the caller's model keeps its memory format
+    x = torch.randn(batch, 3, model.input_size, model.input_size)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+def paired_latency_ms(a: nn.Module, b: nn.Module, batch: int, repeats: int = 10, channels_last: bool = True,
+                      rounds: int = 3) -> tuple[float, float]:
+    """Median PyTorch latencies of two models timed in alternating rounds."""
+    runs = (_torch_runner(a, batch, channels_last), _torch_runner(b, batch, channels_last))
+    a_ms, b_ms = [], []
+    for _ in range(rounds):
+        a_ms.append(latency_ms(runs[0], repeats))
+        b_ms.append(latency_ms(runs[1], repeats))
+    return statistics.median(a_ms), statistics.median(b_ms)
+
+
+def deployed_latency(original: nn.Module, pruned: nn.Module, batches: Sequence[int] = (1, 64), repeats: int = 5,
+                     rounds: int = 3) -> pd.DataFrame:
+    """Original vs pruned latency in PyTorch (channels_last, CPU) and in ONNX Runtime (CPU), at each batch size."""
+    import onnxruntime as ort
+
+    ratio = cost(original).macs / cost(pruned).macs
+    rows = []
+    for batch in batches:
+        a, b = paired_latency_ms(original, pruned, batch, repeats, True, rounds)
+        rows.append({"runtime": "PyTorch", "batch": batch, "original_ms": a, "pruned_ms": b})
+    with tempfile.TemporaryDirectory() as folder:
+        sessions = [ort.InferenceSession(str(export_onnx(m, Path(folder) / f"{i}.onnx")),
+                                         providers=["CPUExecutionProvider"]) for i, m in enumerate((original, pruned))]
+        for batch in batches:
+            x = torch.randn(batch, 3, original.input_size, original.input_size).numpy()
+            times: list[list[float]] = [[], []]
+            for _ in range(rounds):
+                for i, session in enumerate(sessions):
+                    times[i].append(latency_ms(lambda s=session: s.run(["logits"], {"images": x}), repeats))
+            rows.append({"runtime": "ONNX Runtime", "batch": batch, "original_ms": statistics.median(times[0]),
+                         "pruned_ms": statistics.median(times[1])})
+    table = pd.DataFrame(rows)
+    table["speedup"] = table["original_ms"] / table["pruned_ms"]
+    table["macs_ratio"] = ratio
+    return table
