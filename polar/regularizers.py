@@ -109,14 +109,17 @@ def optimal_zero_share(t: float) -> float:
 
 
 def l1_lambda_for(lam: float, t: float) -> float:
-    """L1's λ for a comparison with polarization at (λ, t): t·λ, the same average pull on γ.
+    """L1's λ for a comparison with polarization at (λ, t): (t − 1)·λ, the same pull on the channels that are kept.
 
-    Per unit of lr, polarization pulls each γ below the mean toward 0 by λ(t+1) and each above it by λ(t−1): on
-    average (half on each side) λt, which is what L1 with λ' = tλ pulls every γ by. Equal λ would make L1 weaker on
-    average for t > 1. Both remove γ mass equally fast at the start; polarization concentrates it on the small
-    channels. (The official code tuned each method's λ on its own; this rule is Polar's default for a duel.)
+    Per unit of lr, polarization pulls each γ above the mean toward 0 by λ(t−1) and each below it by λ(t+1); L1
+    pulls every γ by its λ. With λ' = (t−1)λ both shrink the large γ — the channels the network relies on — equally
+    fast, and only polarization drives the small ones to 0. Equal λ (or the equal *average* pull, tλ) makes L1
+    shrink the important channels 1/(t−1) times faster: with t = 1.2 and a brief run, L1's network then loses most of
+    its accuracy during training, before any pruning (measured in the explorer: 88 % → 46 % in a minute). For
+    t ≤ 1 polarization does not pull the large γ down at all, so L1 gets λ = 0. (The official code tuned each
+    method's λ on its own; this rule is Polar's default for a duel; the study compares grids.)
     """
-    return check_range("lam", t * lam)
+    return check_range("lam", max(0.0, t - 1.0) * lam)
 
 
 def make_regularizer(reg: str, lam: float = 0.0, t: float = 1.2, upper: float = 1.0) -> Regularizer:
