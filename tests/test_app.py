@@ -30,7 +30,7 @@ def test_default_page_renders(app: AppTest) -> None:
     app.run()
     assert not app.exception
     assert app.title[0].value.startswith("Polarization vs. L1")
-    assert app.sidebar.number_input(key="lam").value == 0.03 and app.sidebar.selectbox(key="model").value == "resnet20"
+    assert app.sidebar.number_input(key="lam").value == 0.02 and app.sidebar.selectbox(key="model").value == "resnet20"
     assert any("device" in c.value for c in app.caption)
     assert [b.label for b in app.button][:4] == ["▶ Start", "⏸ Pause", "⏭ Step one epoch", "⟲ Reset"]
 
@@ -83,7 +83,7 @@ def test_bad_input_is_reported_in_the_page(app: AppTest) -> None:
     assert not app.exception
     ignored = " ".join(t.value for t in app.text)
     assert "Ignored URL settings" in app.warning[0].value and "lam=-1" in ignored and "epochs=many" in ignored
-    assert app.sidebar.number_input(key="lam").value == 0.03  # the default replaced the bad value
+    assert app.sidebar.number_input(key="lam").value == 0.02  # the default replaced the bad value
     app.sidebar.number_input(key="subset").set_value(1)
     app.sidebar.number_input(key="batch_size").set_value(64)
     app.run()
@@ -102,7 +102,7 @@ def test_nan_and_infinity_in_the_url_are_refused_for_every_setting(app: AppTest,
     assert not app.exception and not app.error
     ignored = " ".join(t.value for t in app.text)
     assert all(f"{key}={value}" in ignored for key in URL_SETTINGS), ignored
-    assert app.sidebar.number_input(key="lam").value == 0.03 and app.sidebar.slider(key="t").value == 1.2
+    assert app.sidebar.number_input(key="lam").value == 0.02 and app.sidebar.slider(key="t").value == 1.2
 
 
 def test_url_values_are_shown_as_text_never_as_markdown(app: AppTest) -> None:
