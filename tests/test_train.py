@@ -120,7 +120,7 @@ def test_config_rejects_unknown_keys_and_bad_types() -> None:
     with pytest.raises(polar.ConfigError, match="subset"):
         polar.TrainConfig(subset=-3)
     cfg = polar.TrainConfig.from_preset("cifar", model="vgg16")
-    assert (cfg.epochs, cfg.batch_size, cfg.lam, cfg.t) == (200, 64, 1e-4, 1.2)
+    assert (cfg.epochs, cfg.batch_size, cfg.lam, cfg.t) == (200, 64, 3e-5, 1.5)  # the official VGG-16 settings
 
 
 def test_scale_lambda_keeps_lambda_times_lr_sum() -> None:
