@@ -116,31 +116,33 @@ def test_url_values_are_shown_as_text_never_as_markdown(app: AppTest) -> None:
     assert not any("example.invalid" in v for v in rendered)
 
 
-def test_saved_runs_page_lists_runs_and_reports_damage(app: AppTest, tmp_path: Path) -> None:
-    broken = tmp_path / "runs" / "app" / "20260101-000000-resnet20-broken"
+def _saved_run(tmp_path: Path, name: str, config_json: str) -> Path:
+    """A run folder of the explorer's layout (polar/ and l1/) whose config.json files hold ``config_json``."""
+    run = tmp_path / "runs" / "app" / name
     for method in ("polar", "l1"):
-        (broken / method).mkdir(parents=True)
-        (broken / method / "config.json").write_text("{not json")
+        (run / method).mkdir(parents=True)
+        (run / method / "config.json").write_text(config_json)
+    return run
+
+
+def _open_saved_runs(app: AppTest) -> None:
     app.query_params["dataset"] = "synthetic"
     app.run()
     app.switch_page("app_pages/runs.py").run()
     assert not app.exception
+
+
+def test_saved_runs_page_lists_runs_and_reports_damage(app: AppTest, tmp_path: Path) -> None:
+    _saved_run(tmp_path, "20260101-000000-resnet20-broken", "{not json")
+    _open_saved_runs(app)
     assert any("unreadable" in e.value for e in app.error)
 
 
 def test_one_damaged_run_does_not_break_the_saved_runs_page(app: AppTest, tmp_path: Path) -> None:
-    good = tmp_path / "runs" / "app" / "20260101-000000-resnet20-good"
     cfg = __import__("polar").TrainConfig(model="resnet20", dataset="synthetic", epochs=1)
-    for method in ("polar", "l1"):
-        __import__("polar").RunDir(good / method).write_config(cfg.to_dict())
-    newest = tmp_path / "runs" / "app" / "20260202-000000-resnet20-empty"  # selected by default: newest first
-    for method in ("polar", "l1"):
-        (newest / method).mkdir(parents=True)
-        (newest / method / "config.json").write_text("{}")
-    app.query_params["dataset"] = "synthetic"
-    app.run()
-    app.switch_page("app_pages/runs.py").run()
-    assert not app.exception
+    good = _saved_run(tmp_path, "20260101-000000-resnet20-good", cfg.to_json())
+    _saved_run(tmp_path, "20260202-000000-resnet20-empty", "{}")  # selected by default: newest first
+    _open_saved_runs(app)
     assert any("damaged run" in e.value for e in app.error)
     app.multiselect[0].select(good.name).run()
     assert not app.exception
