@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range"]
+__all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range", "is_finite_number"]
 
 
 class ConfigError(ValueError):
@@ -81,10 +81,15 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
+def is_finite_number(value: object) -> bool:
+    """A real number (int or float, not bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_range(name: str, value: float) -> float:
     """``value`` if it is a finite number inside ``LIMITS[name]``; a ConfigError naming the range otherwise."""
     lo, hi = LIMITS[name]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ConfigError(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be in [{lo:g}, {hi:g}], got {value:g}")

@@ -17,7 +17,6 @@ The per-layer functions (``prune_conv_out``, ``prune_conv_in``, ``prune_bn``, ..
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Union
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import is_finite_number
 from .models import sparse_bns, unwrap
 from .models._common import FoldedBias
 from .models.mobilenetv2 import MobileNetV2
@@ -149,7 +149,7 @@ def layer_thresholds(model: nn.Module, threshold: Threshold) -> dict[str, float]
     else:
         values = dict.fromkeys(names, threshold)
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise ValueError(f"threshold must be a finite number (channels with γ <= it go), got {value!r}"
                              + (f" for {name}" if isinstance(threshold, Mapping) else ""))
     return {name: float(v) for name, v in values.items()}

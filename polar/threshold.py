@@ -6,11 +6,11 @@ Polar's default is its robust valley because the literal rule stops at the first
 raw histogram: a noisy spike (bins 270, 261, 275, 0, ...) ends it at 0.01, inside the spike."""
 from __future__ import annotations
 
-import math
 import warnings
 
 from torch import Tensor, nn
 
+from .config import is_finite_number
 from .flops import cost, flops_reduction
 from .gamma_stats import NoValleyError, gamma_histogram, valley
 from .models import sparse_bns, unwrap
@@ -18,12 +18,6 @@ from .prune import prune
 from .regularizers import sparse_gammas
 
 __all__ = ["find_threshold", "valley", "paper_valley", "threshold_for_reduction", "NoValleyError"]
-
-
-def check_finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def paper_valley(counts: Tensor, edges: Tensor) -> float | None:
@@ -52,7 +46,9 @@ def _one_threshold(gammas: Tensor, method: str, value: float | None, upper: floa
     if value is None:
         raise ValueError(f"method {method!r} needs a value")
     if method == "fixed":
-        return check_finite("threshold", value)
+        if not is_finite_number(value):
+            raise ValueError(f"threshold must be a finite number, got {value!r}")
+        return float(value)
     if method == "percent":
         if not 0 <= value < 1:
             raise ValueError(f"percent must be a share in [0, 1), got {value}")
