@@ -48,6 +48,11 @@ def pretrained(name: str) -> nn.Module:
     if digest != entry["sha256"]:
         raise CheckpointError(f"{path} does not match its manifest checksum (sha256 {digest[:12]}…, expected "
                               f"{entry['sha256'][:12]}…); reinstall Polar or run git checkout -- {path}")
+    return _fp32_model(path)
+
+
+def _fp32_model(path: Path) -> nn.Module:
+    """A stored fp16 baseline as an fp32 model in eval mode."""
     record = read_torch_file(path)
     record["state_dict"] = {k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
     return model_from_record(record).eval()
@@ -63,11 +68,9 @@ def publish(run_dir: str | Path, name: str, command: str, data: DeviceDataset) -
     file = f"{name}_{config['dataset']}.pt"
     atomic_save(record, BASELINES / file)
     entry = {"file": file, "model": record["model"], "dataset": config["dataset"], "dataset_source": data.source,
-             "test_images": len(data.test_y), "test_acc": None,
+             "test_images": len(data.test_y), "test_acc": evaluate(_fp32_model(BASELINES / file), data)[1],
              "sha256": hashlib.sha256((BASELINES / file).read_bytes()).hexdigest(), "command": command,
              "config": config, "metrics": run.read_metrics()}
     manifest = {**list_pretrained(), name: entry}
-    atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", BASELINES / "manifest.json")
-    entry["test_acc"] = evaluate(pretrained(name), data)[1]
     atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", BASELINES / "manifest.json")
     return entry
