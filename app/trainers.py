@@ -98,14 +98,15 @@ class DuelHandle:
                  data: polar.DeviceDataset, run_root: Path, owner: str, start: torch.nn.Module | None = None) -> None:
         self.id = uuid.uuid4().hex[:10]
         self.pool, self.cfgs, self.data_args, self.run_root, self.owner = pool, cfgs, data_args, Path(run_root), owner
-        first_cfg = next(iter(cfgs.values()))
-        self.upper = first_cfg.upper
-        self.start_model = start if start is not None else polar.initial_model(first_cfg, data.num_classes)
-        self.models = {m: copy.deepcopy(self.start_model) for m in cfgs}
-        self.steps_per_epoch = data.steps_per_epoch(first_cfg.batch_size)
+        self.upper = next(iter(cfgs.values())).upper
+        first = start if start is not None else polar.initial_model(next(iter(cfgs.values())), data.num_classes)
+        self.start_model = first
+        self.models = {m: copy.deepcopy(first) for m in cfgs}
+        self.steps_per_epoch = data.steps_per_epoch(next(iter(cfgs.values())).batch_size)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{data.num_train} training images make no batch of {first_cfg.batch_size}: raise the "
-                             "images per class or lower the batch size")
+            raise ValueError(f"{data.num_train} training images make no batch of "
+                             f"{next(iter(cfgs.values())).batch_size}: raise the images per class or lower the batch "
+                             "size")
         self._lock = threading.Lock()
         self._parked = threading.Event()  # set while the child waits for a command with its weights copied back
         self._parked.set()
@@ -113,7 +114,7 @@ class DuelHandle:
         self._sent = 0  # commands sent since the job; a "parked" report counts once the child has read them all
         self._pending: tuple | None = None  # the command a queued duel sends once it gets a slot
         hist = {m: polar.gamma_summary(polar.gamma_snapshot(model), self.upper) for m, model in self.models.items()}
-        self._snapshot = Snapshot(total_steps=first_cfg.epochs * self.steps_per_epoch, hist=hist,
+        self._snapshot = Snapshot(total_steps=next(iter(cfgs.values())).epochs * self.steps_per_epoch, hist=hist,
                                   published_at=time.time())
 
     # ---------------------------------------------------------------- controls (called from the page)
@@ -234,7 +235,7 @@ class DuelHandle:
                 self.pool.wake()
                 return
             if kind == "ready":
-                self._set(ready=True)
+                self._set(ready=True, hist=payload["hist"], published_at=time.time())
             elif kind == "failed":
                 self._set(state="error", message=payload)
                 self._parked.set()

@@ -11,7 +11,7 @@ parent keeps one such process ready and a job's first step follows within about 
 
 Protocol (pickled tuples over a ``multiprocessing.connection.Connection``, between processes of one user):
   parent → child: ``("job", dict)``, then ``("go", until_epoch | None)``, ``("pause", None)``, ``("stop", None)``
-  child → parent: ``("ready", None)``, ``("step", info)``, ``("epoch", info)``,
+  child → parent: ``("ready", info)``, ``("step", info)``, ``("epoch", info)``,
                   ``("parked", {"state", "message", "read", "weights"})`` (weights: one ``torch.save`` blob),
                   ``("failed", message)`` (the job could not be set up).
 The child exits after ``stop``, when training is done, or when the parent goes away (its socket closes).
@@ -84,8 +84,10 @@ def serve(conn: Connection) -> None:
     except Exception as err:  # reported in the page as one line
         conn.send(("failed", f"{type(err).__name__}: {err}"))
         return
-    conn.send(("ready", None))  # the parent already shows the start's γ: it has the same weights
-    _run(conn, duel, first.upper, float(job["publish_every"]))
+    upper = first.upper
+    conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
+                         "total_steps": first.epochs * duel.steps_per_epoch}))
+    _run(conn, duel, upper, float(job["publish_every"]))
 
 
 def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> None:
