@@ -196,7 +196,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         synchronize(device)
         t0 = time.perf_counter()
-        sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, reg, correct, count
+        sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, reg, correct: summed on the device
+        count = 0
         for x, y in data.train_batches(cfg.batch_size, seed=cfg.seed * 10_000 + epoch, rank=rank, world_size=world):
             x, y = _to_input(x, y, device, channels_last)
             lr = lr_at(step, total_steps, cfg, steps_per_epoch)
@@ -213,16 +214,18 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
             step += 1
             loss, penalty = loss.detach(), penalty.detach()
             sums += torch.stack([loss.double() * len(y), penalty.double() * len(y),
-                                 (logits.detach().argmax(1) == y).sum().double(),
-                                 torch.tensor(len(y), device=device).double()])
+                                 (logits.detach().argmax(1) == y).sum().double()])
+            count += len(y)
             yield StepEvent(epoch, step, steps_per_epoch, lr, loss, penalty)
         if world > 1:
+            sums = torch.cat([sums, sums.new_tensor([count])])
             dist.all_reduce(sums)
+            sums, count = sums[:3], int(sums[3])
         synchronize(device)
         seconds = time.perf_counter() - t0
         # in fp32 even when training in bf16: the accuracy reported is the one polar.evaluate(model) reproduces
         test_loss, test_acc = evaluate(ddp_model, data, channels_last=channels_last)
-        loss_sum, reg_sum, correct, count = sums.tolist()  # CPU-GPU sync, once per epoch
+        loss_sum, reg_sum, correct = sums.tolist()  # CPU-GPU sync, once per epoch
         event = EpochEvent(epoch, step, lr, loss_sum / count, correct / count, reg_sum / count, test_loss, test_acc,
                            seconds, count / seconds, gamma_snapshot(model))
         if runs is not None and rank == 0:
