@@ -75,6 +75,14 @@ def prune_bn(bn: nn.BatchNorm2d, keep: Tensor) -> None:
     bn.num_features = len(keep)
 
 
+def prune_linear_out(fc: nn.Linear, keep: Tensor) -> None:
+    """Keep only the output features ``keep`` of a linear layer."""
+    fc.weight = _select(fc.weight, 0, keep)
+    if fc.bias is not None:
+        fc.bias = _select(fc.bias, 0, keep)
+    fc.out_features = len(keep)
+
+
 def prune_linear_in(fc: nn.Linear, keep: Tensor) -> None:
     """Keep only the input features ``keep`` of a linear layer."""
     fc.weight = _select(fc.weight, 1, keep)
@@ -307,8 +315,9 @@ def _split(removed: Tensor) -> tuple[Tensor, Tensor]:
 def _prune_vgg(model: VGG, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
     layers = list(model.features)
     convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
-    consumers: list[nn.Module] = [layers[i] for i in convs[1:]] + [model.classifier]
-    rec = _Recorder(model, consumers, [], input_size)
+    first_linear = model.hidden[0] if model.hidden is not None else model.classifier
+    consumers: list[nn.Module] = [layers[i] for i in convs[1:]] + [first_linear]
+    rec = _Recorder(model, consumers + [model.classifier], [], input_size)
     cfg = list(model.cfg)
     widths = iter(i for i, v in enumerate(cfg) if v != "M")
     for n, i in enumerate(convs):
@@ -318,7 +327,7 @@ def _prune_vgg(model: VGG, removed: dict[int, Tensor], input_size: tuple[int, ..
         if len(gone):
             x = rec.constant(consumer, gone)
             if isinstance(consumer, nn.Linear):  # after global pooling: a plain per-feature constant
-                consumer.bias.data += x[0] @ consumer.weight[:, gone].T
+                _fold_into_linear(consumer, gone, x)
             else:
                 _add_fold(layers[convs[n + 1] + 1], _conv_contribution(consumer, gone, x))
         prune_conv_out(conv, keep)
@@ -330,6 +339,20 @@ def _prune_vgg(model: VGG, removed: dict[int, Tensor], input_size: tuple[int, ..
             prune_conv_in(consumer, keep)
         cfg[next(widths)] = len(keep)
     model.cfg = cfg
+    if model.hidden is not None:  # the hidden layer's features: its BatchNorm1d is a sparse set of its own
+        linear, bn = model.hidden[0], model.hidden[1]
+        keep, gone = _split(removed[id(bn)])
+        if len(gone):
+            _fold_into_linear(model.classifier, gone, rec.constant(model.classifier, gone))
+        prune_linear_out(linear, keep)
+        prune_bn(bn, keep)
+        prune_linear_in(model.classifier, keep)
+        model.fc = len(keep)
+
+
+def _fold_into_linear(fc: nn.Linear, gone: Tensor, x: Tensor) -> None:
+    """Add what the constant input features ``gone`` (values ``x``, shape (1, R)) contribute to ``fc``'s bias."""
+    fc.bias.data += x[0] @ fc.weight[:, gone].T
 
 
 def _prune_mobilenet(model: MobileNetV2, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:

@@ -38,5 +38,6 @@ def test_thop_agrees_with_flop_counter_before_and_after_pruning(name: str) -> No
 def test_paper_figures() -> None:
     # the paper reports ResNet-56 at 125.49M and ResNet-50 at 4.09G (multiply-accumulates, called FLOPs there)
     assert polar.count_macs(polar.create_model("resnet56"))[0] == 125_485_696
+    assert polar.count_macs(polar.create_model("vgg16"))[0] == 313_463_808  # the official vgg16_linear
     assert polar.count_macs(polar.create_model("resnet50_imagenet"))[0] == 4_089_184_256
     assert polar.count_macs(polar.create_model("resnet56"), input_size=(4, 3, 32, 32))[0] == 4 * 125_485_696

@@ -14,7 +14,7 @@ def test_forward_backward_and_sparse_bns(name: str) -> None:
     size = model.input_size
     order: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in model.modules()
-             if isinstance(m, nn.BatchNorm2d)]
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     x = torch.randn(2, 3, size, size)
     logits = model(x)
     assert logits.shape == (2, 7)
@@ -23,21 +23,22 @@ def test_forward_backward_and_sparse_bns(name: str) -> None:
         h.remove()
 
     bns = polar.sparse_bns(model)
-    assert bns and all(isinstance(bn, nn.BatchNorm2d) for bn in bns)
+    assert bns and all(isinstance(bn, (nn.BatchNorm2d, nn.BatchNorm1d)) for bn in bns)
     assert len({id(bn) for bn in bns}) == len(bns)
     run_order = [m for m in order if any(m is bn for bn in bns)]
     assert run_order == bns, "sparse_bns must be in forward order"
     for bn in bns:
         assert torch.all(bn.weight == 0.5), "sparse γ start at 0.5 (the paper's init)"
         assert bn.weight.grad is not None
-    others = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and not any(m is bn for bn in bns)]
+    others = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              and not any(m is bn for bn in bns)]
     assert all(torch.all(m.weight == 1.0) for m in others)
 
 
 def test_expected_sparse_layers() -> None:
     r56 = polar.create_model("resnet56")
     assert len(polar.sparse_bns(r56)) == 2 * 27  # bn1 and bn2 of 27 basic blocks
-    assert len(polar.sparse_bns(polar.create_model("vgg16"))) == 13  # every conv's BN
+    assert len(polar.sparse_bns(polar.create_model("vgg16"))) == 14  # every conv's BN and the hidden BatchNorm1d
     assert len(polar.sparse_bns(polar.create_model("resnet50_imagenet"))) == 3 * 16
     mb = polar.create_model("mobilenet_v2")
     assert len(polar.sparse_bns(mb)) == 2 * 17  # a shared (expand, depthwise) pair per inverted residual
