@@ -45,10 +45,12 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "POLAR_RUNS": str(runs)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port", str(self.port),
-             "--server.headless", "true"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+        self.log = runs / "server.log"  # the server's and its trainers' output, quoted when a test fails
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port",
+                 str(self.port), "--server.headless", "true"], cwd=REPO, env=env, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -71,6 +73,9 @@ class Server:
             except (OSError, ValueError, IndexError):
                 pass
         return count
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -260,17 +265,31 @@ def test_a_reload_during_training_reattaches_and_a_closed_tab_stops_training(ser
     print(f"\nclosed tab: its training stopped {stopped:.1f}s later")
 
 
+def _progress(page) -> str:
+    """The page's progress line (state · step · epoch), or what the page shows instead."""
+    line = page.get_by_text(re.compile(r"^(idle|queued|running|paused|done|stopped|error) · step"))
+    return line.first.inner_text() if line.count() else "no progress line"
+
+
 def test_two_users_training_at_once_both_finish(server: Server, browser) -> None:
     pages = [browser.new_context().new_page() for _ in range(2)]
-    for page in pages:
-        page.goto(f"{server.url}/?dataset=synthetic&subset=20&batch_size=16&epochs=2", timeout=60_000)
-        page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
-    for page in pages:
-        page.get_by_role("button", name="▶ Start").click()
-    for page in pages:
-        page.get_by_text(re.compile(r"^done · ")).first.wait_for(timeout=240_000)
-    for page in pages:
-        page.context.close()
+    try:
+        for page in pages:
+            page.goto(f"{server.url}/?dataset=synthetic&subset=20&batch_size=16&epochs=2", timeout=60_000)
+            # as a user would: press Start once the page says the trainer is ready (or that the server is busy)
+            page.get_by_text(re.compile(r"Trainer ready|The server is busy")).first.wait_for(timeout=120_000)
+        for page in pages:
+            page.get_by_role("button", name="▶ Start").click()
+        deadline = time.time() + 240
+        for user, page in enumerate(pages, start=1):
+            try:
+                page.get_by_text(re.compile(r"^done · ")).first.wait_for(timeout=max(1, deadline - time.time()) * 1000)
+            except Exception:
+                pytest.fail(f"user {user} never finished: {[_progress(p) for p in pages]}; "
+                            f"{server.trainers()} trainers; server log:\n{server.log_tail()}")
+    finally:
+        for page in pages:
+            page.context.close()
 
 
 def test_playground_redraws_within_a_second_of_a_slider_move(server: Server, browser) -> None:
