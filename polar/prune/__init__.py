@@ -1,0 +1,77 @@
+"""Physical channel pruning: a sparsely trained network becomes a smaller dense network of the same class.
+
+``mask(m, thr)`` zeroes the γ of prunable channels with γ ≤ thr; ``prune(m, thr)`` removes those channels and
+gives the same outputs as ``mask(m, thr)`` in eval mode. A channel with γ = 0 is not silent: it outputs a constant
+(its β through the activation and any channel-local layers after it). Polar folds that constant into the next
+cross-channel layer (conv or linear) or, for a ResNet block's output, into the residual stream — exactly, zero-padded
+borders included — where the paper's code drops it (``zero_beta=True`` reproduces that: γ and β zeroed).
+
+Two options trade exact thresholding for speed: ``round_to`` keeps channel counts at multiples of, say, 8 (oneDNN's
+convs run up to 2x slower on odd widths than on the next multiple of 8), and ``narrow_residual`` removes residual
+channels of a CIFAR ResNet that no block writes to any more (all their writers are pruned and the channel enters
+the stage as a constant), so the stream itself gets narrower and nothing is scattered back into those channels.
+
+The package: ``plan`` decides which channels go (channel sets, thresholds, ``round_to``; ``mask``), ``layers`` holds
+the per-layer surgery (``prune_conv_out``, ``prune_conv_in``, ``prune_bn``, ... and the folding of constants), and
+one module per model family (``vgg``, ``mobilenet``, ``resnet``) combines them along that family's structure.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..models import unwrap
+from ..models.mobilenetv2 import MobileNetV2
+from ..models.vgg import VGG
+from .layers import (
+    prune_bn,
+    prune_conv_in,
+    prune_conv_out,
+    prune_depthwise,
+    prune_folded_bias,
+    prune_linear_in,
+    prune_linear_out,
+)
+from .mobilenet import prune_mobilenet
+from .plan import ChannelSet, Threshold, channel_sets, layer_thresholds, mask, masked_copy, plan_removal
+from .resnet import prune_resnet
+from .vgg import prune_vgg
+
+__all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",
+           "prune_bn", "prune_linear_in", "prune_linear_out", "prune_folded_bias", "layer_thresholds", "Threshold"]
+
+
+def _sizes(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, ...]:
+    if input_size is not None:
+        return tuple(input_size)
+    side = unwrap(model).input_size
+    return (2, 3, side, side)
+
+
+def prune(model: nn.Module, threshold: Threshold, zero_beta: bool = False,
+          input_size: tuple[int, ...] | None = None, round_to: int = 1, narrow_residual: bool = False) -> nn.Module:
+    """A copy with the channels ``mask`` would silence physically removed: smaller dense layers, their constant
+    output folded into the next layer. In eval mode ``prune(m, thr, ...)(x) == mask(m, thr, ...)(x)``.
+
+    Args:
+        model: a model from ``polar.create_model`` (possibly pruned already); it is not modified.
+        threshold: channels with γ ≤ threshold go; one value, or a mapping {sparse BN name: value}.
+        zero_beta: the paper's code's behaviour, for comparison: γ and β zeroed, nothing left to fold.
+        input_size: the input shape the folded border maps are computed for (default: the model's own, e.g.
+            32x32 for CIFAR); maps that turn out spatially constant work at any size.
+        round_to: keep each layer's channel count a multiple of this (the strongest small-γ channels stay), for
+            faster convs; 1 prunes exactly by the threshold.
+        narrow_residual: CIFAR ResNets: also remove residual-stream channels whose every writer is pruned and that
+            enter their stage as a constant (their value is folded into the layers that read them). Other models
+            have no such channel (the stem, a downsample conv or a projection BN writes to each), so this changes
+            nothing there.
+    """
+    plan = plan_removal(model, threshold, round_to, zero_beta)
+    small = masked_copy(model, threshold, plan, zero_beta)
+    removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(small), plan)}
+    if isinstance(small, VGG):
+        prune_vgg(small, removed, _sizes(small, input_size))
+    elif isinstance(small, MobileNetV2):
+        prune_mobilenet(small, removed, _sizes(small, input_size))
+    else:
+        prune_resnet(small, removed, _sizes(small, input_size), narrow_residual, round_to)
+    return small

@@ -1,0 +1,151 @@
+"""ResNet surgery: block-inner channels, block outputs scattered back into the residual stream (or the whole branch
+when it is input-independent), and for CIFAR ResNets optionally the residual stream itself (``narrow_residual``)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..models.resnet import Bottleneck, CifarResNet, ShortcutA, option_a_index
+from .layers import (
+    Recorder,
+    add_fold,
+    conv_contribution,
+    prune_bn,
+    prune_conv_in,
+    prune_conv_out,
+    prune_folded_bias,
+    prune_linear_in,
+    split_removed,
+)
+from .plan import round_up, unremove_strongest
+
+
+def prune_resnet(model: nn.Module, removed: dict[int, Tensor], input_size: tuple[int, ...], narrow_residual: bool,
+                  round_to: int) -> None:
+    blocks = [b for b in model.blocks() if b.sparse_bns()]
+    convs = {id(b): [b.conv1, b.conv2] + ([b.conv3] if isinstance(b, Bottleneck) else []) for b in blocks}
+    narrow = narrow_residual and isinstance(model, CifarResNet)
+    stream_readers = [*model.blocks(), model.fc] if narrow else []  # a block's input is its conv1's input
+    shortcuts = [b.downsample for b in model.blocks() if b.downsample is not None] if narrow else []
+    rec = Recorder(model, [c for b in blocks for c in convs[id(b)][1:]] + stream_readers,
+                    [b.sparse_bns()[-1] for b in blocks] + shortcuts, input_size)
+    for block in blocks:
+        bns, block_convs = block.sparse_bns(), convs[id(block)]
+        folds = [getattr(block, "fold1", None), block.fold2] + ([block.fold3] if isinstance(block, Bottleneck) else [])
+        # folds[k] follows block_convs[k]
+        device = bns[-1].weight.device
+        stream = (block.keep if block.keep is not None else torch.arange(bns[-1].num_features)).to(device)
+        residual = torch.zeros(block.out_planes, 1, 1, device=device)
+        if any(removed[id(bn)].all() for bn in bns):  # the branch is input-independent: keep the shortcut only
+            branch = rec.constant(bns[-1], torch.arange(bns[-1].num_features, device=device))[0]  # (C, H, W)
+            add_fold(block.fold_out, residual.expand(-1, *branch.shape[1:]).index_add(0, stream, branch))
+            _drop_branch(block)
+            continue
+        for k, bn in enumerate(bns):
+            keep, gone = split_removed(removed[id(bn)])
+            if len(gone) and k + 1 < len(bns):  # inner channels: fold into the next conv's output
+                nxt = block_convs[k + 1]
+                add_fold(folds[k + 1], conv_contribution(nxt, gone, rec.constant(nxt, gone)))
+            elif len(gone):  # block outputs: β of removed channels joins the residual stream
+                constant = rec.constant(bn, gone)[0]  # (R, H, W), spatially constant
+                add_fold(block.fold_out, residual.expand(-1, *constant.shape[1:]).index_add(0, stream[gone], constant))
+            prune_conv_out(block_convs[k], keep)
+            if folds[k] is not None:
+                prune_folded_bias(folds[k], keep)
+            prune_bn(bn, keep)
+            if k + 1 < len(bns):
+                prune_conv_in(block_convs[k + 1], keep)
+            else:  # all residual channels still written: a plain add again (index_add is slower)
+                block.keep = None if len(keep) == block.out_planes else stream[keep].clone()
+    if narrow:
+        _narrow_streams(model, rec, round_to)
+
+
+def _constant_channels(model: CifarResNet, round_to: int) -> list[Tensor]:
+    """Per stage, which positions of its residual stream hold an input-independent value throughout the stage:
+    no live block writes to them and they enter the stage as a constant (option A's zero padding, or a channel
+    the previous stage narrows). With ``round_to``, enough of them stay that the stream width is a multiple."""
+    constant, previous_kept = [], set(range(16))  # the stem writes every channel of stage 1's input
+    previous_planes = 16
+    for stage, planes, chans in zip(model.stages(), model.stage_planes, model.stream_lists()):
+        pad = (planes - previous_planes) // 2
+        written = torch.zeros(len(chans), dtype=torch.bool)
+        for block in stage:
+            if block.conv1 is not None:
+                written[slice(None) if block.keep is None else block.keep.cpu()] = True
+        enters_constant = torch.tensor([c - pad not in previous_kept for c in chans], dtype=torch.bool)
+        gone = enters_constant & ~written
+        kept = int((~gone).sum())
+        unremove_strongest(gone, -torch.arange(len(chans), dtype=torch.float),
+                            round_up(kept, round_to, len(chans)) - kept)
+        constant.append(gone)
+        previous_kept = {c for c, g in zip(chans, gone.tolist()) if not g}
+        previous_planes = planes
+    return constant
+
+
+def _narrow_streams(model: CifarResNet, rec: Recorder, round_to: int) -> None:
+    """Remove the residual channels ``_constant_channels`` finds, folding their values into every reader: each
+    block's conv1 (``fold1``), the next stage's shortcut (``fold_out`` of its first block) and the classifier."""
+    gone_per_stage = _constant_channels(model, round_to)
+    if not any(g.any() for g in gone_per_stage):
+        return
+    device = model.fc.weight.device
+    old = model.stream_lists()
+    new = [[c for c, g in zip(chans, gone.tolist()) if not g] for chans, gone in zip(old, gone_per_stage)]
+    splits = [tuple(t.to(device) for t in split_removed(g)) for g in gone_per_stage]
+    previous_split = (torch.arange(16, device=device), torch.zeros(0, dtype=torch.long, device=device))
+    previous_new, previous_planes = list(range(16)), 16
+    for s, (stage, planes) in enumerate(zip(model.stages(), model.stage_planes)):
+        keep, gone = splits[s]
+        position = torch.full((len(old[s]),), -1, dtype=torch.long, device=device)
+        position[keep] = torch.arange(len(keep), device=device)
+        for i, block in enumerate(stage):
+            in_keep, in_gone = previous_split if i == 0 else splits[s]
+            if block.conv1 is not None and len(in_gone):
+                x = rec.constant(block, in_gone)
+                add_fold(block.fold1, conv_contribution(block.conv1, in_gone, x))
+                prune_conv_in(block.conv1, in_keep)
+            prune_folded_bias(block.fold_out, keep)
+            if i == 0 and block.downsample is not None:
+                previous_gone = {old[s - 1][p] for p in previous_split[1].tolist()} if s else set()
+                _narrow_shortcut(block, rec, previous_gone, old[s], new[s], previous_new, previous_planes, planes,
+                                 position)
+            if block.keep is not None:
+                moved = position[block.keep]
+                assert bool((moved >= 0).all()), "a narrowed residual channel still has a writer"
+                block.keep = None if len(moved) == len(keep) else moved
+            block.out_planes = len(keep)
+        previous_split, previous_new, previous_planes = splits[s], new[s], planes
+    keep, gone = splits[-1]
+    if len(gone):
+        model.fc.bias.data += rec.constant(model.fc, gone)[0] @ model.fc.weight[:, gone].T
+        prune_linear_in(model.fc, keep)
+    model.stream_channels = [None if chans == list(range(p)) else chans for chans, p in zip(new, model.stage_planes)]
+
+
+def _narrow_shortcut(block: nn.Module, rec: Recorder, previous_gone: set[int], old: list[int], new: list[int],
+                     previous_new: list[int], previous_planes: int, planes: int, position: Tensor) -> None:
+    """Rebuild a stage's option-A shortcut for the narrowed streams. Channels it used to carry from a now-narrowed
+    channel of the previous stage (full indices ``previous_gone``) get that constant from the block's ``fold_out``
+    instead (it is added right after the shortcut, before the ReLU)."""
+    shortcut = block.downsample
+    pad = (planes - previous_planes) // 2
+    fed = torch.tensor([j for j, c in enumerate(old) if c - pad in previous_gone and position[j] >= 0],
+                       dtype=torch.long, device=position.device)
+    if len(fed):
+        value = rec.constant(shortcut, fed)[0]  # (R, H, W): the subsampled constants
+        add_fold(block.fold_out, value.new_zeros(len(new), *value.shape[1:]).index_add(0, position[fed], value))
+    index = option_a_index(previous_new, new, previous_planes, planes)
+    block.downsample = ShortcutA(len(previous_new), len(new), shortcut.stride, index).to(position.device)
+
+
+def _drop_branch(block: nn.Module) -> None:
+    """Turn a residual block into its shortcut (its constant is already in ``fold_out``)."""
+    for name in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"):
+        if hasattr(block, name):
+            setattr(block, name, None)
+    for fold in (getattr(block, name, None) for name in ("fold1", "fold2", "fold3")):
+        if fold is not None:
+            fold.bias = None
+    block.keep = None

@@ -1,0 +1,58 @@
+"""VGG surgery: each conv's removed channels are folded into the next conv (or the hidden linear layer), the hidden
+layer's into the classifier."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..models.vgg import VGG
+from .layers import (
+    Recorder,
+    add_fold,
+    conv_contribution,
+    fold_into_linear,
+    prune_bn,
+    prune_conv_in,
+    prune_conv_out,
+    prune_folded_bias,
+    prune_linear_in,
+    prune_linear_out,
+    split_removed,
+)
+
+
+def prune_vgg(model: VGG, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
+    layers = list(model.features)
+    convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
+    first_linear = model.hidden[0] if model.hidden is not None else model.classifier
+    consumers: list[nn.Module] = [layers[i] for i in convs[1:]] + [first_linear]
+    rec = Recorder(model, consumers + [model.classifier], [], input_size)
+    cfg = list(model.cfg)
+    widths = iter(i for i, v in enumerate(cfg) if v != "M")
+    for n, i in enumerate(convs):
+        conv, fold, bn = layers[i], layers[i + 1], layers[i + 2]
+        keep, gone = split_removed(removed[id(bn)])
+        consumer = consumers[n]
+        if len(gone):
+            x = rec.constant(consumer, gone)
+            if isinstance(consumer, nn.Linear):  # after global pooling: a plain per-feature constant
+                fold_into_linear(consumer, gone, x)
+            else:
+                add_fold(layers[convs[n + 1] + 1], conv_contribution(consumer, gone, x))
+        prune_conv_out(conv, keep)
+        prune_folded_bias(fold, keep)
+        prune_bn(bn, keep)
+        if isinstance(consumer, nn.Linear):
+            prune_linear_in(consumer, keep)
+        else:
+            prune_conv_in(consumer, keep)
+        cfg[next(widths)] = len(keep)
+    model.cfg = cfg
+    if model.hidden is not None:  # the hidden layer's features: its BatchNorm1d is a sparse set of its own
+        linear, bn = model.hidden[0], model.hidden[1]
+        keep, gone = split_removed(removed[id(bn)])
+        if len(gone):
+            fold_into_linear(model.classifier, gone, rec.constant(model.classifier, gone))
+        prune_linear_out(linear, keep)
+        prune_bn(bn, keep)
+        prune_linear_in(model.classifier, keep)
+        model.fc = len(keep)
