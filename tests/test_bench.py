@@ -67,3 +67,28 @@ def test_duel_script_runs(tmp_path: Path) -> None:
     assert [r["method"] for r in result["table"]] == ["polar", "l1"] and result["seconds"] > 0
     reductions = [r["flops_reduction"] for r in result["table"]]
     assert abs(reductions[0] - reductions[1]) < 0.05  # matched FLOPs
+
+
+def test_study_fast_mode_keeps_every_point_chooses_reruns_and_resumes(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import study
+
+    _run("bench/study.py", "--fast", "--results", str(tmp_path))
+    out = tmp_path / "study_resnet20_synthetic"
+    points = pd.read_csv(out / "points.csv")
+    grid = study.FAST["GRID"]
+    seed0 = points[(points["seed"] == 0) & (points["method"] != "ucs")]
+    assert len(seed0.groupby(["method", "lam", "t"], dropna=False)) == sum(map(len, grid.values()))  # all kept
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["method"]) == {"polar", "l1", "ucs"} and (summary["seeds"] == len(study.SEEDS)).all()
+    for target in ("50%", "70%"):  # matched FLOPs: every method within a point of the target
+        at = summary[summary["target"] == target]
+        assert (abs(at["flops_reduction"] - int(target[:2]) / 100) < 0.02).all(), at
+    chosen = study.choose(points)
+    assert study.summarize(points, chosen)[["method", "target", "acc_finetuned"]].round(6).equals(
+        summary[["method", "target", "acc_finetuned"]].round(6))
+    assert (out / "verdict.txt").read_text().splitlines() == study.verdict(summary)  # computed, never typed
+    assert (out / "study.png").stat().st_size > 10_000
+    cached = sorted(p.name for p in (out / "runs").iterdir())
+    again = _run("bench/study.py", "--fast", "--results", str(tmp_path))
+    assert "done in" not in again.stdout and sorted(p.name for p in (out / "runs").iterdir()) == cached  # resumed
