@@ -80,11 +80,12 @@ def baseline_images_per_s(images: polar.ImageTensors, model_name: str, batch: in
 
 
 def polar_images_per_s(images: polar.ImageTensors, model_name: str, batch: int, steps: int, warmup: int,
-                       device: torch.device, amp: bool) -> float:
+                       device: torch.device, amp: bool, compile: bool = False) -> float:
     data = polar.DeviceDataset(images, device)
     epochs = -(-(warmup + steps) // data.steps_per_epoch(batch))
     cfg = polar.TrainConfig(model=model_name, dataset="cifar10", epochs=epochs, batch_size=batch, lr=0.05,
-                            lr_schedule="constant", reg="polar", lam=1e-4, t=1.2, device=str(device), amp=amp)
+                            lr_schedule="constant", reg="polar", lam=1e-4, t=1.2, device=str(device), amp=amp,
+                            compile=compile)
     t0 = 0.0
     for event in polar.train(cfg, data=data):
         if isinstance(event, polar.StepEvent):
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true",
+                        help="also Polar bf16 under torch.compile (CUDA graphs on CUDA); warm-up includes compiling")
     parser.add_argument("--data-dir", default=str(REPO / "data"))
     parser.add_argument("--out", default=str(REPO / "results" / "bench"))
     args = parser.parse_args()
@@ -120,6 +123,8 @@ def main() -> None:
     print(f"bf16 autocast on {device}: {'yes' if bf16 else 'no (no native bf16: polar_bf16 runs fp32)'}")
     runs: dict[str, list[float]] = {f"baseline_workers{w}": [] for w in worker_options} | {"polar_fp32": [],
                                                                                            "polar_bf16": []}
+    if args.compile:
+        runs["polar_bf16_compiled"] = []
     for r in range(args.repeats):  # interleaved, so drift in machine load hits every variant alike
         for w in worker_options:
             runs[f"baseline_workers{w}"].append(baseline_images_per_s(images, args.model, args.batch_size, args.steps,
@@ -127,14 +132,17 @@ def main() -> None:
         for amp in (False, True):
             runs[f"polar_{'bf16' if amp else 'fp32'}"].append(
                 polar_images_per_s(images, args.model, args.batch_size, args.steps, args.warmup, device, amp))
+        if args.compile:
+            runs["polar_bf16_compiled"].append(
+                polar_images_per_s(images, args.model, args.batch_size, args.steps, args.warmup, device, True, True))
         print(f"  repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in runs.items()))
     median = {k: statistics.median(v) for k, v in runs.items()}
     base_key = max((k for k in median if k.startswith("baseline")), key=median.get)
-    ratios = {k: median[k] / median[base_key] for k in ("polar_fp32", "polar_bf16")}
+    ratios = {k: median[k] / median[base_key] for k in runs if k.startswith("polar")}
     ratio = max(ratios.values())
-    print(f"baseline ({base_key}): {median[base_key]:.0f} img/s | polar fp32: {median['polar_fp32']:.0f} img/s "
-          f"({ratios['polar_fp32']:.2f}x) | polar bf16: {median['polar_bf16']:.0f} img/s ({ratios['polar_bf16']:.2f}x) "
-          f"(medians of {args.repeats})")
+    print(f"baseline ({base_key}): {median[base_key]:.0f} img/s | "
+          + " | ".join(f"{k}: {median[k]:.0f} img/s ({ratios[k]:.2f}x)" for k in ratios)
+          + f" (medians of {args.repeats})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": args.model, "batch_size": args.batch_size, "dataset": dataset, "device": str(device),

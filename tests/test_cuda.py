@@ -36,6 +36,18 @@ def test_training_on_cuda_in_bf16_lowers_the_loss_and_keeps_gamma_clamped() -> N
 
 @pytest.mark.cuda
 @needs_cuda
+def test_compiled_training_on_cuda_with_cuda_graphs_lowers_the_loss() -> None:
+    cfg = polar.TrainConfig(model="resnet20", dataset="synthetic", subset=100, epochs=3, batch_size=64, lr=0.05,
+                            lr_schedule="cosine", reg="polar", lam=0.01, t=1.2, device="cuda", compile=True)
+    events = list(polar.train(cfg, data=polar.load_dataset("synthetic", "cuda", subset=100)))
+    steps = [e for e in events if isinstance(e, polar.StepEvent)]
+    assert float(steps[-1].loss) < float(steps[0].loss)
+    g = polar.gamma_stats.flat_gammas([e for e in events if isinstance(e, polar.EpochEvent)][-1].gammas)
+    assert float(g.min()) >= 0 and float(g.max()) <= 1
+
+
+@pytest.mark.cuda
+@needs_cuda
 @pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_pruned_equals_masked_on_cuda(name: str) -> None:
     model = polarize_randomly(polar.create_model(name)).cuda().eval()
