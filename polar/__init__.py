@@ -16,7 +16,7 @@ from .export import export_onnx
 from .flops import Cost, cost, count_macs, flops_reduction
 from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share, valley
 from .latency import deployed_latency, latency_ms, paired_latency_ms
-from .models import create_model, list_models, sparse_bns
+from .models import create_model, list_models, regularized_bns, sparse_bns
 from .pretrained import list_pretrained, pretrained
 from .prune import mask, prune
 from .regularizers import (
@@ -39,8 +39,9 @@ from .toy import toy_gammas
 from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, load_training_data, train
 
 __all__ = [
-    "create_model", "list_models", "sparse_bns", "Polarization", "L1", "NoRegularizer", "make_regularizer",
-    "sparse_gammas", "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent", "EpochEvent", "evaluate",
+    "create_model", "list_models", "sparse_bns", "regularized_bns", "Polarization", "L1", "NoRegularizer",
+    "make_regularizer", "sparse_gammas", "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent",
+    "EpochEvent", "evaluate",
     "gamma_snapshot", "resolve_device", "rank_world", "autocast", "uses_bf16", "synchronize", "load_dataset",
     "load_images", "DeviceDataset", "ImageTensors", "RunDir", "save", "load", "ConfigError", "DatasetError",
     "CheckpointError", "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune", "count_macs",

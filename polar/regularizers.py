@@ -11,15 +11,20 @@ import torch
 from torch import Tensor, nn
 
 from .config import check_range
-from .models import sparse_bns
+from .models import regularized_bns, sparse_bns
 
 __all__ = ["polarization", "l1", "Polarization", "L1", "NoRegularizer", "Regularizer", "make_regularizer",
-           "sparse_gammas", "l1_lambda_for", "optimal_zero_share"]
+           "sparse_gammas", "regularized_gammas", "l1_lambda_for", "optimal_zero_share"]
 
 
 def sparse_gammas(model: nn.Module) -> Tensor:
-    """All sparse γ of the model concatenated into one flat tensor (a view into the graph, not detached)."""
+    """All sparse (prunable) γ of the model concatenated into one flat tensor (in the graph, not detached)."""
     return torch.cat([bn.weight.view(-1) for bn in sparse_bns(model)])
+
+
+def regularized_gammas(model: nn.Module) -> Tensor:
+    """The γ the regularizer sees (:func:`polar.models.regularized_bns`), as one flat tensor in the graph."""
+    return torch.cat([bn.weight.view(-1) for bn in regularized_bns(model)])
 
 
 def polarization(gamma: Tensor, t: float) -> Tensor:
@@ -50,7 +55,8 @@ class Regularizer:
 
 
 class Polarization(Regularizer):
-    """λ · Σ_l [t·‖γ_l‖₁ − ‖γ_l − γ̄‖₁], γ̄ the mean over all sparse γ of the network; γ clamped to [0, upper].
+    """λ · Σ_l [t·‖γ_l‖₁ − ‖γ_l − γ̄‖₁], γ̄ the mean over all regularized γ of the network
+    (``polar.regularized_bns``); γ clamped to [0, upper].
 
     Args:
         lam: strength λ ≥ 0. The paper's values suit 200-epoch runs; brief runs need proportionally more.
@@ -65,11 +71,11 @@ class Polarization(Regularizer):
         self.lam, self.t, self.upper = check_range("lam", lam), check_range("t", t), check_range("upper", upper)
 
     def __call__(self, model: nn.Module) -> Tensor:
-        return self.lam * polarization(sparse_gammas(model), self.t)
+        return self.lam * polarization(regularized_gammas(model), self.t)
 
     @torch.no_grad()
     def clamp_(self, model: nn.Module) -> None:
-        for bn in sparse_bns(model):
+        for bn in regularized_bns(model):
             bn.weight.clamp_(0.0, self.upper)
 
     def __repr__(self) -> str:
@@ -85,7 +91,7 @@ class L1(Regularizer):
         self.lam = check_range("lam", lam)
 
     def __call__(self, model: nn.Module) -> Tensor:
-        return self.lam * l1(sparse_gammas(model))
+        return self.lam * l1(regularized_gammas(model))
 
     def __repr__(self) -> str:
         return f"L1(lam={self.lam})"

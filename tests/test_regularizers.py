@@ -104,3 +104,22 @@ def test_the_toy_splits_under_polarization_and_slides_under_l1() -> None:
     assert torch.equal(polar.toy_gammas("polar", 0.3, snapshots=(400,))[400], polarized)  # seeded
     with pytest.raises(polar.ConfigError, match="finite"):
         polar.toy_gammas("polar", lam=float("nan"))
+
+
+def test_resnet50_regularizes_bn1_and_bn2_and_still_prunes_bn3() -> None:
+    """The paper's Appendix C and its code: bn3 of a bottleneck is prunable but not penalized or clamped."""
+    model = polar.create_model("resnet50_imagenet")
+    blocks = model.blocks()
+    assert len(polar.sparse_bns(model)) == 3 * len(blocks) and len(polar.regularized_bns(model)) == 2 * len(blocks)
+    bn3 = {id(b.bn3) for b in blocks}
+    assert not bn3 & {id(bn) for bn in polar.regularized_bns(model)}
+    for reg in (polar.Polarization(lam=1e-3, t=1.2), polar.L1(lam=1e-3)):
+        model.zero_grad()
+        reg(model).backward()
+        assert all(b.bn3.weight.grad is None for b in blocks)
+        assert all(b.bn1.weight.grad is not None and b.bn2.weight.grad.abs().sum() > 0 for b in blocks)
+    with torch.no_grad():
+        blocks[0].bn3.weight.fill_(1.5)
+        blocks[0].bn1.weight.fill_(1.5)
+    polar.Polarization(lam=1e-3).clamp_(model)
+    assert float(blocks[0].bn3.weight.min()) == 1.5 and float(blocks[0].bn1.weight.max()) == 1.0

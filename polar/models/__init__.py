@@ -4,7 +4,7 @@ from torch import nn
 from . import mobilenetv2, resnet, vgg  # noqa: F401  (registers the builders)
 from ._registry import create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model", "sparse_bns", "unwrap"]
+__all__ = ["create_model", "list_models", "register_model", "sparse_bns", "regularized_bns", "unwrap"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -16,14 +16,24 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def sparse_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
-    """The BatchNorm2d layers whose γ are regularized and prunable, in forward order.
+    """The BatchNorm layers whose γ are prunable (thresholds, histograms, pruning), in forward order.
 
     Works through DistributedDataParallel / torch.compile wrappers.
 
     Raises:
         ValueError: if the model does not declare its sparse BNs (build it with ``polar.create_model``).
     """
+    return _declared(model).sparse_bns()
+
+
+def regularized_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BatchNorm layers whose γ the regularizer penalizes and clamps: the sparse ones, except ResNet-50's bn3
+    (the paper's Appendix C and its code regularize bn1 and bn2 of each bottleneck only)."""
+    return _declared(model).regularized_bns()
+
+
+def _declared(model: nn.Module) -> nn.Module:
     inner = unwrap(model)
-    if not hasattr(inner, "sparse_bns"):
+    if not hasattr(inner, "sparse_bns") or not hasattr(inner, "regularized_bns"):
         raise ValueError(f"{type(inner).__name__} does not declare sparse BNs; build models with polar.create_model")
-    return inner.sparse_bns()
+    return inner

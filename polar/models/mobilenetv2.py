@@ -99,6 +99,9 @@ class MobileNetV2(nn.Module):
     def sparse_bns(self) -> list[nn.BatchNorm2d]:
         return [bn for group in self.channel_sets() for bn in group]
 
+    def regularized_bns(self) -> list[nn.BatchNorm2d]:
+        return self.sparse_bns()
+
     def spec(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this (possibly pruned) architecture."""
         return {"num_classes": self.num_classes, "dropout": self.dropout,

@@ -137,6 +137,9 @@ class BasicBlock(nn.Module):
     def sparse_bns(self) -> list[nn.BatchNorm2d]:
         return [] if self.bn1 is None or self.bn2 is None else [self.bn1, self.bn2]
 
+    def regularized_bns(self) -> list[nn.BatchNorm2d]:
+        return self.sparse_bns()
+
     def widths(self) -> BlockWidths:
         if self.conv1 is None:
             return {"mid": [0], "keep": []}
@@ -144,7 +147,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """torchvision's ResNet-50 bottleneck (stride on the 3x3); bn1, bn2 and bn3 are sparse (prunable)."""
+    """torchvision's ResNet-50 bottleneck (stride on the 3x3); bn1, bn2 and bn3 are sparse (prunable), bn1 and bn2
+    regularized."""
 
     expansion = 4
 
@@ -183,6 +187,11 @@ class Bottleneck(nn.Module):
     def sparse_bns(self) -> list[nn.BatchNorm2d]:
         return [] if self.bn1 is None or self.bn2 is None or self.bn3 is None else [self.bn1, self.bn2, self.bn3]
 
+    def regularized_bns(self) -> list[nn.BatchNorm2d]:
+        """bn1 and bn2, as the paper (Appendix C) and its code: many bn3 γ sit near 0 already. bn3 stays prunable
+        (at the same threshold)."""
+        return self.sparse_bns()[:2]
+
     def widths(self) -> BlockWidths:
         if self.conv1 is None or self.conv2 is None:
             return {"mid": [0, 0], "keep": []}
@@ -197,6 +206,9 @@ class _ResNetBase(nn.Module):
 
     def sparse_bns(self) -> list[nn.BatchNorm2d]:
         return [bn for block in self.blocks() for bn in block.sparse_bns()]
+
+    def regularized_bns(self) -> list[nn.BatchNorm2d]:
+        return [bn for block in self.blocks() for bn in block.regularized_bns()]
 
 
 class CifarResNet(_ResNetBase):

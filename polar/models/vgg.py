@@ -57,6 +57,9 @@ class VGG(nn.Module):
         bns: list[nn.BatchNorm2d | nn.BatchNorm1d] = [m for m in self.features if isinstance(m, nn.BatchNorm2d)]
         return bns + ([self.hidden[1]] if self.hidden is not None else [])
 
+    def regularized_bns(self) -> list[nn.BatchNorm2d | nn.BatchNorm1d]:
+        return self.sparse_bns()
+
     def spec(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this (possibly pruned) architecture."""
         return {"num_classes": self.num_classes, "cfg": self.cfg, "fc": self.fc}
