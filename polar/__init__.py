@@ -9,7 +9,7 @@
 from .compare import finetune_config, matched_flops, threshold_rules
 from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range
 from .data import DeviceDataset, ImageTensors
-from .datasets import DatasetError, load_dataset, load_images
+from .datasets import DatasetError, load_dataset, load_images, load_training_data
 from .device import autocast, rank_world, resolve_device, synchronize, uses_bf16
 from .duel import Duel
 from .export import export_onnx
@@ -36,7 +36,7 @@ from .search import Trial, search_lambda
 from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .toy import toy_gammas
-from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, load_training_data, train
+from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, train
 
 __all__ = [
     "create_model", "list_models", "sparse_bns", "regularized_bns", "Polarization", "L1", "NoRegularizer",

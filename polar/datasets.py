@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 
 from ._io import atomic_save
+from .config import TrainConfig
 from .data import DeviceDataset, ImageTensors
 
-__all__ = ["DATASETS", "DatasetError", "load_images", "load_dataset", "synthetic_images", "default_data_dir"]
+__all__ = ["DATASETS", "DatasetError", "load_images", "load_dataset", "load_training_data", "synthetic_images",
+           "default_data_dir"]
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic", "imagenet")
 
@@ -180,3 +182,13 @@ def load_dataset(name: str, device: torch.device | str = "cpu", subset: int | No
     if subset or test_subset:
         images = images.subset(subset or None, test_subset or None)
     return DeviceDataset(images, device)
+
+
+def load_training_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> DeviceDataset:
+    """The dataset ``cfg`` names, on ``device`` (small images resident there; ImageNet streamed)."""
+    if cfg.dataset == "imagenet":
+        from .imagenet import ImageNetData
+
+        return ImageNetData(cfg.data_path, device, workers=cfg.workers)  # type: ignore[return-value]
+    return load_dataset(cfg.dataset, device, subset=cfg.subset or None, data_dir=cfg.data_dir,
+                        path=cfg.data_path or None)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from ._io import atomic_write_csv
 from .config import ConfigError, TrainConfig
+from .datasets import load_training_data
 from .device import resolve_device
 from .flops import cost, flops_reduction
 from .prune import prune
 from .threshold import NoValleyError, find_threshold
-from .train import EpochEvent, evaluate, initial_model, load_training_data, train
+from .train import EpochEvent, evaluate, initial_model, train
 
 __all__ = ["Trial", "search_lambda"]
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig
 from .data import DeviceDataset
-from .datasets import load_dataset
+from .datasets import load_training_data
 from .device import autocast, init_distributed, rank_world, synchronize
 from .models import create_model, sparse_bns, unwrap
 from .regularizers import Regularizer, make_regularizer
@@ -30,7 +30,7 @@ from .saving import model_from_record
 from .schedule import lr_at
 
 __all__ = ["StepEvent", "EpochEvent", "train", "evaluate", "lr_at", "gamma_snapshot",
-           "build_optimizer", "initial_model", "load_training_data"]
+           "build_optimizer", "initial_model"]
 
 
 @dataclass
@@ -138,16 +138,6 @@ def initial_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         return model
     torch.manual_seed(cfg.seed)
     return create_model(cfg.model, num_classes=num_classes)
-
-
-def load_training_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> DeviceDataset:
-    """The dataset ``cfg`` names, on ``device`` (small images resident there; ImageNet streamed)."""
-    if cfg.dataset == "imagenet":
-        from .imagenet import ImageNetData
-
-        return ImageNetData(cfg.data_path, device, workers=cfg.workers)  # type: ignore[return-value]
-    return load_dataset(cfg.dataset, device, subset=cfg.subset or None, data_dir=cfg.data_dir,
-                        path=cfg.data_path or None)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False,
