@@ -122,7 +122,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC convolutions: faster on CPU and on tensor-core GPUs
     amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (else fp32); False: always fp32
-    compile: bool = False  # torch.compile the training forward (on CUDA with CUDA graphs: launch-bound small models)
+    compile: bool = False  # CUDA only: torch.compile the training forward into CUDA graphs (launch-bound small models)
     workers: int = 8  # DataLoader workers (imagenet only)
     init: str = ""  # a checkpoint or saved model to start from, "pretrained" (the shipped baseline), "" = fresh
 

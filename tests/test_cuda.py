@@ -108,3 +108,7 @@ def test_device_choice_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert polar.uses_bf16(torch.device("cpu"), True)
     monkeypatch.delenv("POLAR_CPU_BF16")
     polar.device.cpu_has_native_bf16.cache_clear()
+    cfg = polar.TrainConfig(model="resnet20", dataset="synthetic", subset=10, epochs=1, batch_size=16, device="cpu",
+                            compile=True)
+    with pytest.raises(polar.ConfigError, match="compile is for CUDA"):
+        next(polar.train(cfg))
