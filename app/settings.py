@@ -109,41 +109,64 @@ def _from_url(key: str) -> Any:
     return value
 
 
+def _set(**values: Any) -> None:
+    """Change settings (a preset, the L1 rule): the session's record and the widgets alike."""
+    st.session_state["_settings"].update(values)
+    st.session_state.update(values)
+
+
 def _apply_preset() -> None:
-    for key, value in PRESETS[st.session_state["preset"]].items():
-        st.session_state[key] = value
+    _set(**PRESETS[st.session_state["preset"]])
+
+
+def _remember(key: str) -> None:
+    """A widget the user changed: keep its new value in the session's record."""
+    st.session_state["_settings"][key] = st.session_state[key]
+
+
+def _bound(key: str) -> dict[str, Any]:
+    """A widget's arguments that tie it to setting ``key``."""
+    return {"key": key, "on_change": _remember, "args": (key,)}
 
 
 def sidebar() -> Settings:
-    """Draw the settings; return their current values."""
-    for key in _DEFAULTS:  # first run of a session: start from the URL
-        if key not in st.session_state:
-            st.session_state[key] = _from_url(key)
+    """Draw the settings; return their current values.
+
+    The values live in ``st.session_state["_settings"]`` (from the URL on a session's first run; then changed only by
+    the user's edits, a preset or the L1 rule) and are handed to the widgets before each run draws them: a
+    ``st.rerun()`` from the live fragment can reset widgets outside it to their defaults (streamlit#9171, #11266),
+    which for these number inputs are their minimums — seen as a duel of 1 epoch at batch 8 on all of CIFAR-10.
+    """
+    settings = st.session_state.setdefault("_settings", {})
+    for key in _DEFAULTS:
+        if key not in settings:  # first run of a session: start from the URL
+            settings[key] = _from_url(key)
+        st.session_state[key] = settings[key]
     with st.sidebar:
         st.selectbox("Preset", list(PRESETS), index=None, key="preset", on_change=_apply_preset,
                      placeholder="choose a preset…", help="Fills the settings below; brief presets scale λ up.")
         st.caption("Brief runs need a far larger λ than the paper's 200-epoch values: the push on γ grows with "
                    "λ × lr × steps.")
-        st.radio("Start from", list(STARTS), format_func=STARTS.get, key="start",
+        st.radio("Start from", list(STARTS), format_func=STARTS.get, **_bound("start"),
                  help="The trained baseline has learned CIFAR-10 (see its accuracy below), so pruning it shows what "
                       "each regularizer's pruning costs. Scratch trains from random weights, as the paper does over "
                       "200 epochs; briefly, on a CPU, that network has barely learned.")
-        st.selectbox("Model", _CHOICES["model"], key="model")
-        st.selectbox("Dataset", DATASETS, key="dataset")
-        st.number_input("Images per class (0 = all)", *_limits("subset"), step=50, key="subset")
-        st.number_input("Epochs", *_limits("epochs"), key="epochs")
-        st.number_input("Batch size", *_limits("batch_size"), step=32, key="batch_size")
-        st.number_input("Learning rate", *_limits("lr"), format="%.4f", key="lr")
-        st.number_input("Seed", *_limits("seed"), step=1, key="seed")
-        st.selectbox("Device", DEVICES, key="device")
+        st.selectbox("Model", _CHOICES["model"], **_bound("model"))
+        st.selectbox("Dataset", DATASETS, **_bound("dataset"))
+        st.number_input("Images per class (0 = all)", *_limits("subset"), step=50, **_bound("subset"))
+        st.number_input("Epochs", *_limits("epochs"), **_bound("epochs"))
+        st.number_input("Batch size", *_limits("batch_size"), step=32, **_bound("batch_size"))
+        st.number_input("Learning rate", *_limits("lr"), format="%.4f", **_bound("lr"))
+        st.number_input("Seed", *_limits("seed"), step=1, **_bound("seed"))
+        st.selectbox("Device", DEVICES, **_bound("device"))
         st.divider()
-        st.number_input("Polarization λ", *_limits("lam"), format="%.5f", step=0.001, key="lam")
-        st.slider("Polarization t", *_limits("t"), step=0.05, key="t")
-        st.number_input("L1 λ", *_limits("l1_lam"), format="%.5f", step=0.001, key="l1_lam")
+        st.number_input("Polarization λ", *_limits("lam"), format="%.5f", step=0.001, **_bound("lam"))
+        st.slider("Polarization t", *_limits("t"), step=0.05, **_bound("t"))
+        st.number_input("L1 λ", *_limits("l1_lam"), format="%.5f", step=0.001, **_bound("l1_lam"))
         rule = polar.l1_lambda_for(st.session_state["lam"], st.session_state["t"])
         st.caption(f"The rule gives L1 λ = (t − 1)·λ = {rule:.5g}: both shrink the large γ (the channels the "
                    "network keeps) equally fast; only polarization drives the small ones to 0.")
-        st.button("Set L1 λ by the rule", on_click=lambda: st.session_state.update(l1_lam=rule))
+        st.button("Set L1 λ by the rule", on_click=lambda: _set(l1_lam=rule))
     values = {key: st.session_state[key] for key in _DEFAULTS}
     st.query_params.from_dict({k: str(v) for k, v in values.items()})
     return Settings(**values)

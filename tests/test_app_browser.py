@@ -280,6 +280,11 @@ def test_two_users_training_at_once_both_finish(server: Server, browser) -> None
             page.get_by_text(re.compile(r"Trainer ready|The server is busy")).first.wait_for(timeout=120_000)
         for page in pages:
             page.get_by_role("button", name="▶ Start").click()
+        for user, page in enumerate(pages, start=1):  # the URL's settings hold: 200 images / 16 x 2 epochs = 24 steps
+            try:
+                page.get_by_text(re.compile(r"^(queued|running|done) · step \d+/24 ")).first.wait_for(timeout=60_000)
+            except Exception:
+                pytest.fail(f"user {user} is not training the URL's settings: {[_progress(p) for p in pages]}")
         deadline = time.time() + 240
         for user, page in enumerate(pages, start=1):
             try:

@@ -123,3 +123,16 @@ def test_resnet50_regularizes_bn1_and_bn2_and_still_prunes_bn3() -> None:
         blocks[0].bn1.weight.fill_(1.5)
     polar.Polarization(lam=1e-3).clamp_(model)
     assert float(blocks[0].bn3.weight.min()) == 1.5 and float(blocks[0].bn1.weight.max()) == 1.0
+
+
+@pytest.mark.parametrize("reg", ["polar", "l1"])
+def test_the_toys_closed_form_gradient_is_autograds(reg: str) -> None:
+    """polar.toy_gammas descends with a closed-form subgradient: it must equal autograd's on the real penalty."""
+    from polar.regularizers import l1, polarization
+    from polar.toy import penalty_gradient
+
+    g = torch.rand(500, generator=torch.Generator().manual_seed(3))
+    g[:50] = 0.0  # exact zeros: the subgradient there is autograd's (0)
+    g.requires_grad_(True)
+    (polarization(g, 1.3) if reg == "polar" else l1(g)).backward()
+    assert torch.allclose(penalty_gradient(reg, g.detach(), 1.3), g.grad, atol=1e-6)
