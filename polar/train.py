@@ -155,6 +155,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     """
     device = init_distributed(cfg.device)
     rank, world = rank_world()
+    if cfg.compile and device.type != "cuda":
+        raise ConfigError("compile is for CUDA (it captures the step in CUDA graphs); on a CPU compiling a ResNet-20 "
+                          "took over 15 minutes here, far more than it saves: leave it off")
     data = data if data is not None else load_training_data(cfg, device)
     model = model if model is not None else initial_model(cfg, data.num_classes)
     reg = reg if reg is not None else make_regularizer(cfg.reg, cfg.lam, cfg.t, cfg.upper)
@@ -177,9 +180,6 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids) if world > 1 else model
     # A ResNet-20 step at batch 128 is ~60 small kernels: on a GPU, Python and kernel launches bound it, which CUDA
     # graphs ("reduce-overhead") remove. Evaluation stays eager (eval mode would be a second graph).
-    if cfg.compile and device.type != "cuda":
-        raise ConfigError("compile is for CUDA (it captures the step in CUDA graphs); on a CPU compiling a ResNet-20 "
-                          "took over 15 minutes here, far more than it saves: leave it off")
     forward = torch.compile(ddp_model, mode="reduce-overhead") if cfg.compile else ddp_model
 
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size, world)
