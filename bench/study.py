@@ -252,9 +252,8 @@ def main() -> None:
     print(f"{name}: start at {polar.evaluate(study.start, data)[1]:.2%} test accuracy on {data.source}", flush=True)
     results = [sparse_run(study, method, params, 0) for method, points in grid.items() for params in points]
     chosen = choose(points_table(results))
-    for params_method in {(m, json.dumps(p, sort_keys=True)) for (m, _), p in chosen.items()}:
-        method, params = params_method[0], json.loads(params_method[1])
-        results += [sparse_run(study, method, params, seed) for seed in SEEDS[1:]]
+    for method, params in sorted({(m, json.dumps(p, sort_keys=True)) for (m, _), p in chosen.items()}):
+        results += [sparse_run(study, method, json.loads(params), seed) for seed in SEEDS[1:]]
     results += [ucs_run(study, target, seed) for target in TARGETS for seed in SEEDS]
     points = points_table(results)
     summary = summarize(points, chosen)

@@ -10,6 +10,7 @@ from .layers import (
     Recorder,
     add_fold,
     conv_contribution,
+    fold_into_linear,
     prune_bn,
     prune_conv_in,
     prune_conv_out,
@@ -119,7 +120,7 @@ def _narrow_streams(model: CifarResNet, rec: Recorder, round_to: int) -> None:
         previous_split, previous_new, previous_planes = splits[s], new[s], planes
     keep, gone = splits[-1]
     if len(gone):
-        model.fc.bias.data += rec.constant(model.fc, gone)[0] @ model.fc.weight[:, gone].T
+        fold_into_linear(model.fc, gone, rec.constant(model.fc, gone))
         prune_linear_in(model.fc, keep)
     model.stream_channels = [None if chans == list(range(p)) else chans for chans, p in zip(new, model.stage_planes)]
 
