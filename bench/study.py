@@ -45,7 +45,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import polar  # noqa: E402
-from polar._io import atomic_write_text  # noqa: E402
+from polar.atomic import atomic_write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"polar": [{"lam": lam, "t": 1.2} for lam in (0.005, 0.01, 0.02, 0.04)] + [{"lam": 0.02, "t": 1.4}],

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
-from ._io import atomic_write_text
+from .atomic import atomic_write_text
 from .compare import finetune_config
 from .config import SCHEDULES, ConfigError, TrainConfig
 from .device import rank_world, resolve_device

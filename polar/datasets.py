@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._io import atomic_save
+from .atomic import atomic_save
 from .config import TrainConfig
 from .data import DeviceDataset, ImageTensors
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from ._io import atomic_save, atomic_write_text
+from .atomic import atomic_save, atomic_write_text
 from .data import DeviceDataset
 from .runs import CheckpointError, RunDir, read_torch_file
 from .saving import model_from_record, model_record

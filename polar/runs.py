@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
 
-from ._io import atomic_save, atomic_write_csv, atomic_write_text
+from .atomic import atomic_save, atomic_write_csv, atomic_write_text
 
 __all__ = ["RunDir", "CheckpointError"]
 
@@ -21,18 +21,23 @@ class CheckpointError(ValueError):
     """A checkpoint or saved model cannot be read; the message says which file and what to do."""
 
 
-def read_torch_file(path: str | Path) -> dict[str, Any]:
-    """``torch.load`` a Polar file (weights only: no pickled code runs), with a one-line error when unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; pass a checkpoint.pt or a saved model file")
+def read_torch_file(source: str | Path | BinaryIO) -> dict[str, Any]:
+    """``torch.load`` a Polar file or an open binary file (weights only: no pickled code runs), with a one-line
+    error when unreadable."""
+    if isinstance(source, (str, Path)):
+        source = Path(source)
+        if not source.is_file():
+            raise CheckpointError(f"{source} does not exist; pass a checkpoint.pt or a saved model file")
+        label = str(source)
+    else:
+        label = getattr(source, "name", None) or "the file"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or from an untrusted pickle
-        raise CheckpointError(f"{path} is not a readable Polar checkpoint ({type(err).__name__}); "
+        raise CheckpointError(f"{label} is not a readable Polar checkpoint ({type(err).__name__}); "
                               "re-run the training that wrote it or pass another file") from None
     if not isinstance(obj, dict) or "state_dict" not in obj:
-        raise CheckpointError(f"{path} holds no model state_dict; pass a checkpoint.pt or a file from polar.save")
+        raise CheckpointError(f"{label} holds no model state_dict; pass a checkpoint.pt or a file from polar.save")
     return obj
 
 

@@ -11,7 +11,7 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-from ._io import atomic_save
+from .atomic import atomic_save
 from .models import create_model, unwrap
 from .runs import CheckpointError, read_torch_file
 
@@ -43,6 +43,7 @@ def save(model: nn.Module, path: str | Path | BinaryIO) -> None:
         torch.save(model_record(model), path)
 
 
-def load(path: str | Path) -> nn.Module:
-    """Load a model written by :func:`save` (or a run's ``checkpoint.pt``) on the CPU, in eval mode."""
+def load(path: str | Path | BinaryIO) -> nn.Module:
+    """Load a model written by :func:`save` (or a run's ``checkpoint.pt``), from a path or an open binary file, on
+    the CPU, in eval mode. Only tensors and plain data are read: a file carrying pickled code is refused."""
     return model_from_record(read_torch_file(path)).eval()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._io import atomic_write_csv
+from .atomic import atomic_write_csv
 from .config import ConfigError, TrainConfig
 from .datasets import load_training_data
 from .device import resolve_device

@@ -42,7 +42,8 @@ def test_expected_sparse_layers() -> None:
     assert len(polar.sparse_bns(polar.create_model("resnet50_imagenet"))) == 3 * 16
     mb = polar.create_model("mobilenet_v2")
     assert len(polar.sparse_bns(mb)) == 2 * 17  # a shared (expand, depthwise) pair per inverted residual
-    for first, depthwise in mb.channel_sets():
+    for cs in mb.channel_sets():
+        first, depthwise = cs.bns
         assert first.num_features == depthwise.num_features
 
 
@@ -63,6 +64,44 @@ def test_imagenet_models_match_torchvision() -> None:
     torch.testing.assert_close(ours(x), theirs(x))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(polar.create_model("mobilenet_v2_imagenet")) == count(torchvision.models.mobilenet_v2())
+
+
+@pytest.mark.parametrize("name", polar.list_models())
+def test_every_model_provides_the_pruning_interface(name: str) -> None:
+    model = polar.create_model(name)
+    assert isinstance(model, polar.PrunableModel)
+    sets = polar.channel_sets(model)
+    assert [bn for cs in sets for bn in cs.bns] == polar.sparse_bns(model)  # every sparse BN in one set, in order
+    assert {id(bn) for bn in polar.regularized_bns(model)} <= {id(bn) for bn in polar.sparse_bns(model)}
+    assert polar.create_model(model.name, **model.spec()).spec() == model.spec()
+
+
+def test_a_model_without_the_interface_gets_a_clear_error() -> None:
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    for use in (polar.sparse_bns, lambda m: polar.prune(m, 0.1), lambda m: polar.Polarization(1e-4)(m)):
+        with pytest.raises(ValueError, match="PrunableModel"):
+            use(plain)
+
+
+def test_a_family_without_registered_surgery_gets_a_clear_error() -> None:
+    class Tiny(nn.Sequential):  # provides the interface, but pruning has no surgery for it
+        name, input_size = "tiny", 8
+
+        def sparse_bns(self) -> list[nn.Module]:
+            return [self[1]]
+
+        regularized_bns = sparse_bns
+
+        def channel_sets(self) -> list[polar.ChannelSet]:
+            return [polar.ChannelSet([self[1]])]
+
+        def spec(self) -> dict:
+            return {}
+
+    tiny = Tiny(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert len(polar.mask(tiny, 0.6).state_dict()) == len(tiny.state_dict())  # planning works from the interface
+    with pytest.raises(ValueError, match="no surgery for Tiny.*remove_channels.register"):
+        polar.prune(tiny, 0.6)
 
 
 def test_unknown_model_lists_valid_names() -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import io
+import pickle
 import warnings
 from pathlib import Path
 
@@ -91,6 +93,26 @@ def test_non_residual_layers_keep_one_channel() -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         _outputs_match(polar.mask(model, 0.5).eval()(x), small.eval()(x))
+
+
+class _Payload:  # what an untrusted file could carry: unpickling it would run code
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_save_and_load_through_open_files_and_refuse_pickled_code() -> None:
+    small = polar.prune(polarize_randomly(polar.create_model("resnet20")), 0.06).eval()
+    buffer = io.BytesIO()
+    polar.save(small, buffer)  # e.g. a download button's bytes
+    buffer.seek(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(polar.load(buffer)(x), small(x))
+    hostile = io.BytesIO()
+    torch.save({"state_dict": {}, "payload": _Payload()}, hostile, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    hostile.seek(0)
+    with pytest.raises(polar.CheckpointError, match="not a readable Polar checkpoint"):
+        polar.load(hostile)
 
 
 def test_pruning_twice_saving_loading_and_scripting(tmp_path: Path) -> None:

@@ -1,8 +1,54 @@
-"""Pieces shared by the model families: weight init and the convention that marks prunable BatchNorms."""
+"""Pieces shared by the model families: the interface Polar needs from a model, weight init, and the folded-bias
+layer that pruning fills in."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+
+@dataclass
+class ChannelSet:
+    """Channels gated together: removing channel i removes it from every BN in ``bns`` and from their convs.
+
+    ``allow_empty``: whether every channel may go (a ResNet block then becomes its shortcut).
+    ``branch``: sets of one residual branch share a number; the paper's code (``zero_beta``) drops the whole branch,
+    every set's constants included, once one of its sets is wholly removed.
+    """
+
+    bns: list[nn.Module]
+    allow_empty: bool = False
+    branch: int | None = None
+
+
+@runtime_checkable
+class PrunableModel(Protocol):
+    """What the regularizers, thresholds and pruning need from a model; every registered model provides it.
+
+    A new model family implements these and registers its channel surgery with ``polar.prune.remove_channels``.
+    """
+
+    name: str  # the registered name it was built under (saved with it, so polar.load can rebuild it)
+    input_size: int  # the side of the input images it is built for (32 for CIFAR, 224 for ImageNet)
+
+    def sparse_bns(self) -> list[nn.Module]:
+        """The BNs whose γ are prunable (thresholds, histograms, pruning), in forward order."""
+        ...
+
+    def regularized_bns(self) -> list[nn.Module]:
+        """The BNs whose γ the regularizer penalizes and clamps (a subset of the sparse ones)."""
+        ...
+
+    def channel_sets(self) -> list[ChannelSet]:
+        """The sparse BNs grouped into the channel sets pruning removes together, in forward order."""
+        ...
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this (possibly pruned) architecture."""
+        ...
+
 
 SPARSE_GAMMA_INIT = 0.5  # the paper's init for regularized γ: mid-range, so neither side of the split is favoured
 

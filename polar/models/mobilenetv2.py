@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import FoldedBias, init_weights
+from ._common import ChannelSet, FoldedBias, init_weights
 from ._registry import register_model
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobilenet_v2", "mobilenet_v2_imagenet"]
@@ -88,16 +88,13 @@ class MobileNetV2(nn.Module):
         x = torch.flatten(self.avgpool(x), 1)  # (N, 1280)
         return self.classifier(x)
 
-    def channel_sets(self) -> list[list[nn.BatchNorm2d]]:
-        """The BNs of each prunable channel set (one per block), in forward order."""
-        sets = []
-        for block in self.blocks:
-            first = block.bn1 if block.bn1 is not None else self.bn1
-            sets.append([first, block.bn2])
-        return sets
+    def channel_sets(self) -> list[ChannelSet]:
+        """One set per block: its hidden channels, gated by the expand BN (the stem's for the first block) and the
+        depthwise BN together; a block keeps at least one."""
+        return [ChannelSet([block.bn1 if block.bn1 is not None else self.bn1, block.bn2]) for block in self.blocks]
 
     def sparse_bns(self) -> list[nn.BatchNorm2d]:
-        return [bn for group in self.channel_sets() for bn in group]
+        return [bn for cs in self.channel_sets() for bn in cs.bns]
 
     def regularized_bns(self) -> list[nn.BatchNorm2d]:
         return self.sparse_bns()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import FoldedBias, init_weights
+from ._common import ChannelSet, FoldedBias, init_weights
 from ._registry import register_model
 
 __all__ = [
@@ -209,6 +209,11 @@ class _ResNetBase(nn.Module):
 
     def regularized_bns(self) -> list[nn.BatchNorm2d]:
         return [bn for block in self.blocks() for bn in block.regularized_bns()]
+
+    def channel_sets(self) -> list[ChannelSet]:
+        """Each block BN on its own; a block may lose all of them (it becomes its shortcut)."""
+        return [ChannelSet([bn], allow_empty=True, branch=i)
+                for i, block in enumerate(self.blocks()) for bn in block.sparse_bns()]
 
 
 class CifarResNet(_ResNetBase):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import FoldedBias, init_weights
+from ._common import ChannelSet, FoldedBias, init_weights
 from ._registry import register_model
 
 __all__ = ["VGG", "vgg16"]
@@ -59,6 +59,10 @@ class VGG(nn.Module):
 
     def regularized_bns(self) -> list[nn.BatchNorm2d | nn.BatchNorm1d]:
         return self.sparse_bns()
+
+    def channel_sets(self) -> list[ChannelSet]:
+        """Each BN on its own; every layer keeps at least one channel."""
+        return [ChannelSet([bn]) for bn in self.sparse_bns()]
 
     def spec(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this (possibly pruned) architecture."""

@@ -13,15 +13,15 @@ the stage as a constant), so the stream itself gets narrower and nothing is scat
 
 The package: ``plan`` decides which channels go (channel sets, thresholds, ``round_to``; ``mask``), ``layers`` holds
 the per-layer surgery (``prune_conv_out``, ``prune_conv_in``, ``prune_bn``, ... and the folding of constants), and
-one module per model family (``vgg``, ``mobilenet``, ``resnet``) combines them along that family's structure.
+one module per model family (``vgg``, ``mobilenet``, ``resnet``) combines them along that family's structure and
+registers it with ``surgery.remove_channels``. What pruning needs from a model is ``polar.models.PrunableModel``.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from ..models import unwrap
-from ..models.mobilenetv2 import MobileNetV2
-from ..models.vgg import VGG
+from ..models import ChannelSet, channel_sets, unwrap
+from . import mobilenet, resnet, vgg  # noqa: F401  (each registers its family's surgery)
 from .layers import (
     prune_bn,
     prune_conv_in,
@@ -31,13 +31,12 @@ from .layers import (
     prune_linear_in,
     prune_linear_out,
 )
-from .mobilenet import prune_mobilenet
-from .plan import ChannelSet, Threshold, channel_sets, layer_thresholds, mask, masked_copy, plan_removal
-from .resnet import prune_resnet
-from .vgg import prune_vgg
+from .plan import Threshold, layer_thresholds, mask, masked_copy, plan_removal
+from .surgery import Removal, remove_channels
 
 __all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",
-           "prune_bn", "prune_linear_in", "prune_linear_out", "prune_folded_bias", "layer_thresholds", "Threshold"]
+           "prune_bn", "prune_linear_in", "prune_linear_out", "prune_folded_bias", "layer_thresholds", "Threshold",
+           "Removal", "remove_channels"]
 
 
 def _sizes(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -68,10 +67,5 @@ def prune(model: nn.Module, threshold: Threshold, zero_beta: bool = False,
     plan = plan_removal(model, threshold, round_to, zero_beta)
     small = masked_copy(model, threshold, plan, zero_beta)
     removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(small), plan)}
-    if isinstance(small, VGG):
-        prune_vgg(small, removed, _sizes(small, input_size))
-    elif isinstance(small, MobileNetV2):
-        prune_mobilenet(small, removed, _sizes(small, input_size))
-    else:
-        prune_resnet(small, removed, _sizes(small, input_size), narrow_residual, round_to)
+    remove_channels(small, Removal(removed, _sizes(small, input_size), narrow_residual, round_to))
     return small

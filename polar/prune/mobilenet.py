@@ -2,8 +2,6 @@
 depthwise conv; their constant is folded after its projection conv."""
 from __future__ import annotations
 
-from torch import Tensor
-
 from ..models.mobilenetv2 import MobileNetV2
 from .layers import (
     Recorder,
@@ -15,13 +13,16 @@ from .layers import (
     prune_depthwise,
     split_removed,
 )
+from .surgery import Removal, remove_channels
 
 
-def prune_mobilenet(model: MobileNetV2, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
+@remove_channels.register
+def prune_mobilenet(model: MobileNetV2, removal: Removal) -> None:
     blocks = list(model.blocks)
-    rec = Recorder(model, [b.conv3 for b in blocks], [], input_size)
-    for block, (first, _) in zip(blocks, model.channel_sets()):
-        keep, gone = split_removed(removed[id(first)])
+    rec = Recorder(model, [b.conv3 for b in blocks], [], removal.input_size)
+    for block, cs in zip(blocks, model.channel_sets()):
+        first = cs.bns[0]
+        keep, gone = split_removed(removal.channels[id(first)])
         if len(gone):
             add_fold(block.fold3, conv_contribution(block.conv3, gone, rec.constant(block.conv3, gone)))
         expand = block.conv1 if block.conv1 is not None else model.conv1

@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Union
 
 import torch
 from torch import Tensor, nn
 
 from ..config import is_finite_number
-from ..models import sparse_bns, unwrap
-from ..models.mobilenetv2 import MobileNetV2
-from ..models.resnet import _ResNetBase
-from ..models.vgg import VGG
-
-
-@dataclass
-class ChannelSet:
-    """Channels gated together: removing channel i removes it from every BN in ``bns`` and from their convs.
-
-    ``allow_empty``: whether every channel may go (a ResNet block then becomes its shortcut).
-    """
-
-    bns: list[nn.BatchNorm2d]
-    allow_empty: bool
-
-
-def channel_sets(model: nn.Module) -> list[ChannelSet]:
-    """The prunable channel sets of a registered model, in forward order."""
-    inner = unwrap(model)
-    if isinstance(inner, MobileNetV2):
-        return [ChannelSet(group, allow_empty=False) for group in inner.channel_sets()]
-    if isinstance(inner, VGG):
-        return [ChannelSet([bn], allow_empty=False) for bn in inner.sparse_bns()]
-    if isinstance(inner, _ResNetBase):  # each block BN on its own; a block may lose all of them
-        return [ChannelSet([bn], allow_empty=True) for bn in inner.sparse_bns()]
-    raise ValueError(f"pruning does not know {type(inner).__name__}; use a model from polar.create_model")
+from ..models import ChannelSet, channel_sets, sparse_bns, unwrap
 
 
 def round_up(kept: int, round_to: int, width: int) -> int:
@@ -101,20 +74,15 @@ def _check_round_to(round_to: int) -> None:
 def plan_removal(model: nn.Module, threshold: Threshold, round_to: int, zero_beta: bool = False) -> list[Tensor]:
     """For each channel set, in order, the channels to remove.
 
-    With ``zero_beta`` (the official code's behaviour) a ResNet block that loses every channel of one of its sparse
-    BNs loses its whole residual branch, the constants of its later BNs included."""
+    With ``zero_beta`` (the official code's behaviour) a residual branch (a ResNet block) that loses every channel
+    of one of its channel sets loses all of them, the constants of its later BNs included."""
     _check_round_to(round_to)
     thresholds = _bn_thresholds(model, threshold)
     sets = channel_sets(model)
     plan = [_removed(cs, thresholds, round_to) for cs in sets]
-    inner = unwrap(model)
-    if zero_beta and isinstance(inner, _ResNetBase):
-        index = {id(cs.bns[0]): i for i, cs in enumerate(sets)}
-        for block in inner.blocks():
-            rows = [index[id(bn)] for bn in block.sparse_bns()]
-            if any(bool(plan[i].all()) for i in rows):
-                for i in rows:
-                    plan[i] = torch.ones_like(plan[i])
+    if zero_beta:
+        emptied = {cs.branch for cs, removed in zip(sets, plan) if cs.branch is not None and bool(removed.all())}
+        plan = [torch.ones_like(removed) if cs.branch in emptied else removed for cs, removed in zip(sets, plan)]
     return plan
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..models.resnet import Bottleneck, CifarResNet, ShortcutA, option_a_index
+from ..models.resnet import Bottleneck, CifarResNet, ShortcutA, _ResNetBase, option_a_index
 from .layers import (
     Recorder,
     add_fold,
@@ -19,10 +19,13 @@ from .layers import (
     split_removed,
 )
 from .plan import round_up, unremove_strongest
+from .surgery import Removal, remove_channels
 
 
-def prune_resnet(model: nn.Module, removed: dict[int, Tensor], input_size: tuple[int, ...], narrow_residual: bool,
-                  round_to: int) -> None:
+@remove_channels.register
+def prune_resnet(model: _ResNetBase, removal: Removal) -> None:
+    removed, input_size = removal.channels, removal.input_size
+    narrow_residual, round_to = removal.narrow_residual, removal.round_to
     blocks = [b for b in model.blocks() if b.sparse_bns()]
     convs = {id(b): [b.conv1, b.conv2] + ([b.conv3] if isinstance(b, Bottleneck) else []) for b in blocks}
     narrow = narrow_residual and isinstance(model, CifarResNet)

@@ -2,7 +2,7 @@
 layer's into the classifier."""
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..models.vgg import VGG
 from .layers import (
@@ -18,9 +18,12 @@ from .layers import (
     prune_linear_out,
     split_removed,
 )
+from .surgery import Removal, remove_channels
 
 
-def prune_vgg(model: VGG, removed: dict[int, Tensor], input_size: tuple[int, ...]) -> None:
+@remove_channels.register
+def prune_vgg(model: VGG, removal: Removal) -> None:
+    removed, input_size = removal.channels, removal.input_size
     layers = list(model.features)
     convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
     first_linear = model.hidden[0] if model.hidden is not None else model.classifier
