@@ -6,6 +6,7 @@
     for event in polar.train(polar.TrainConfig(model="resnet20", dataset="synthetic", epochs=2)):
         ...
 """
+from .channel_cost import channel_macs, flops_layer_weights
 from .compare import finetune_config, matched_flops, threshold_rules
 from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range
 from .data import DeviceDataset, ImageTensors
@@ -50,4 +51,5 @@ __all__ = [
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
     "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization", "export_onnx",
     "deployed_latency", "latency_ms", "paired_latency_ms", "PrunableModel", "ChannelSet", "channel_sets",
+    "channel_macs", "flops_layer_weights",
 ]

@@ -125,6 +125,8 @@ class TrainConfig:
     compile: bool = False  # CUDA only: torch.compile the training forward into CUDA graphs (launch-bound small models)
     workers: int = 8  # DataLoader workers (imagenet only)
     init: str = ""  # a checkpoint or saved model to start from, "pretrained" (the shipped baseline), "" = fresh
+    flops_weights: str = ""  # "LOW,HIGH": weight each layer's penalty by what its channels cost (the official
+    # --flops-weighted --weight-min LOW --weight-max HIGH; polar.channel_cost.flops_layer_weights); "" = unweighted
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -153,6 +155,22 @@ class TrainConfig:
             raise ConfigError(f"lr_schedule must be step, cosine, constant or piecewise, got {self.lr_schedule!r}")
         if self.lr_schedule == "piecewise":
             self.piecewise_steps()
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})")
+        self.flops_weight_range()
+
+    def flops_weight_range(self) -> tuple[float, float] | None:
+        """``flops_weights`` parsed: (low, high) with 0 <= low <= high <= 100, or None when it is empty."""
+        if not self.flops_weights:
+            return None
+        try:
+            low, high = (float(v) for v in self.flops_weights.split(","))
+        except ValueError:
+            low = high = float("nan")
+        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high <= 100):
+            raise ConfigError(f"flops_weights must be LOW,HIGH with 0 <= LOW <= HIGH <= 100, e.g. 0.5,1.5; "
+                              f"got {self.flops_weights!r}")
+        return low, high
 
     def piecewise_steps(self) -> list[tuple[int, float]]:
         """``lr_steps`` parsed: (first epoch, lr factor) pairs, from epoch 0, epochs rising, factors finite > 0."""
@@ -165,8 +183,6 @@ class TrainConfig:
             raise ConfigError(f"lr_steps must be EPOCH:FACTOR pairs from epoch 0 with rising epochs and positive "
                               f"factors, e.g. 0:0.1,1:1,60:0.2; got {self.lr_steps!r}")
         return steps
-        if self.warmup_epochs > self.epochs:
-            raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

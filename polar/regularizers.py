@@ -7,6 +7,8 @@ subgradient and both methods go through the same training code.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -27,31 +29,58 @@ def regularized_gammas(model: nn.Module) -> Tensor:
     return torch.cat([bn.weight.view(-1) for bn in regularized_bns(model)])
 
 
-def polarization(gamma: Tensor, t: float) -> Tensor:
+def polarization(gamma: Tensor, t: float, weights: Tensor | None = None) -> Tensor:
     """R(γ) = t·‖γ‖₁ − ‖γ − mean(γ)‖₁ over one flat γ (the mean is over all of it and is not detached).
 
     The first term pushes every γ to 0; the second pushes γ away from their mean, so together they split γ into a
-    spike at 0 and a mode away from it instead of shrinking all of them as L1 does.
+    spike at 0 and a mode away from it instead of shrinking all of them as L1 does. ``weights`` (one per γ, e.g.
+    :func:`polar.channel_cost.flops_layer_weights` spread over each layer's channels) weight each γ's term.
     """
-    return t * gamma.abs().sum() - (gamma - gamma.mean()).abs().sum()
+    terms = t * gamma.abs() - (gamma - gamma.mean()).abs()
+    return (terms if weights is None else weights * terms).sum()
 
 
-def l1(gamma: Tensor) -> Tensor:
-    """‖γ‖₁ (network slimming)."""
-    return gamma.abs().sum()
+def l1(gamma: Tensor, weights: Tensor | None = None) -> Tensor:
+    """‖γ‖₁ (network slimming), each |γ| optionally weighted."""
+    return (gamma.abs() if weights is None else weights * gamma.abs()).sum()
 
 
 class Regularizer:
-    """A penalty on the sparse γ: ``reg(model)`` is the scalar to add to the loss; ``clamp`` runs after each step."""
+    """A penalty on the sparse γ: ``reg(model)`` is the scalar to add to the loss; ``clamp`` runs after each step.
+
+    ``layer_weights``: one weight per regularized BN (``polar.regularized_bns`` order) multiplying that layer's
+    terms, e.g. :func:`polar.channel_cost.flops_layer_weights` (the official ``--flops-weighted``); None = all 1.
+    """
 
     name = "none"
     lam = 0.0
+    layer_weights: list[float] | None = None
 
     def __call__(self, model: nn.Module) -> Tensor:
         raise NotImplementedError
 
     def clamp_(self, model: nn.Module) -> None:
         """Project γ back to the regularizer's domain after an optimizer step (a no-op by default)."""
+
+    def _set_layer_weights(self, layer_weights: Sequence[float] | None) -> None:
+        if layer_weights is not None:
+            layer_weights = [float(w) for w in layer_weights]
+            if not all(0.0 <= w < float("inf") for w in layer_weights):
+                raise ValueError(f"layer weights must be finite and >= 0, got {layer_weights}")
+        self.layer_weights = layer_weights
+
+    def _gammas_and_weights(self, model: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """The regularized γ as one flat tensor, and each γ's layer weight (None when unweighted)."""
+        bns = regularized_bns(model)
+        gamma = torch.cat([bn.weight.view(-1) for bn in bns])
+        if self.layer_weights is None:
+            return gamma, None
+        if len(self.layer_weights) != len(bns):
+            raise ValueError(f"{len(self.layer_weights)} layer weights for {len(bns)} regularized BNs; compute them "
+                             "for this model (polar.channel_cost.flops_layer_weights)")
+        sizes = torch.tensor([bn.num_features for bn in bns], device=gamma.device)
+        weights = torch.tensor(self.layer_weights, dtype=gamma.dtype, device=gamma.device)
+        return gamma, weights.repeat_interleave(sizes)
 
 
 class Polarization(Regularizer):
@@ -67,11 +96,14 @@ class Polarization(Regularizer):
 
     name = "polar"
 
-    def __init__(self, lam: float, t: float = 1.2, upper: float = 1.0) -> None:
+    def __init__(self, lam: float, t: float = 1.2, upper: float = 1.0,
+                 layer_weights: Sequence[float] | None = None) -> None:
         self.lam, self.t, self.upper = check_range("lam", lam), check_range("t", t), check_range("upper", upper)
+        self._set_layer_weights(layer_weights)
 
     def __call__(self, model: nn.Module) -> Tensor:
-        return self.lam * polarization(regularized_gammas(model), self.t)
+        gamma, weights = self._gammas_and_weights(model)
+        return self.lam * polarization(gamma, self.t, weights)
 
     @torch.no_grad()
     def clamp_(self, model: nn.Module) -> None:
@@ -79,7 +111,8 @@ class Polarization(Regularizer):
             bn.weight.clamp_(0.0, self.upper)
 
     def __repr__(self) -> str:
-        return f"Polarization(lam={self.lam}, t={self.t}, upper={self.upper})"
+        weighted = "" if self.layer_weights is None else f", layer_weights=<{len(self.layer_weights)}>"
+        return f"Polarization(lam={self.lam}, t={self.t}, upper={self.upper}{weighted})"
 
 
 class L1(Regularizer):
@@ -87,14 +120,16 @@ class L1(Regularizer):
 
     name = "l1"
 
-    def __init__(self, lam: float) -> None:
+    def __init__(self, lam: float, layer_weights: Sequence[float] | None = None) -> None:
         self.lam = check_range("lam", lam)
+        self._set_layer_weights(layer_weights)
 
     def __call__(self, model: nn.Module) -> Tensor:
-        return self.lam * l1(regularized_gammas(model))
+        return self.lam * l1(*self._gammas_and_weights(model))
 
     def __repr__(self) -> str:
-        return f"L1(lam={self.lam})"
+        weighted = "" if self.layer_weights is None else f", layer_weights=<{len(self.layer_weights)}>"
+        return f"L1(lam={self.lam}{weighted})"
 
 
 class NoRegularizer(Regularizer):
@@ -128,12 +163,13 @@ def l1_lambda_for(lam: float, t: float) -> float:
     return check_range("lam", max(0.0, t - 1.0) * lam)
 
 
-def make_regularizer(reg: str, lam: float = 0.0, t: float = 1.2, upper: float = 1.0) -> Regularizer:
-    """Build a regularizer by name: ``polar``, ``l1`` or ``none``."""
+def make_regularizer(reg: str, lam: float = 0.0, t: float = 1.2, upper: float = 1.0,
+                     layer_weights: Sequence[float] | None = None) -> Regularizer:
+    """Build a regularizer by name: ``polar``, ``l1`` or ``none`` (which has no layers to weight)."""
     if reg == "polar":
-        return Polarization(lam, t, upper)
+        return Polarization(lam, t, upper, layer_weights)
     if reg == "l1":
-        return L1(lam)
+        return L1(lam, layer_weights)
     if reg == "none":
         return NoRegularizer()
     raise ValueError(f"unknown regularizer {reg!r}; choose polar, l1 or none")

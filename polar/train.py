@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .channel_cost import flops_layer_weights
 from .config import ConfigError, TrainConfig
 from .data import DeviceDataset
 from .datasets import load_training_data
@@ -160,7 +161,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
                           "took over 15 minutes here, far more than it saves: leave it off")
     data = data if data is not None else load_training_data(cfg, device)
     model = model if model is not None else initial_model(cfg, data.num_classes)
-    reg = reg if reg is not None else make_regularizer(cfg.reg, cfg.lam, cfg.t, cfg.upper)
+    if reg is None:
+        weight_range = cfg.flops_weight_range()
+        layer_weights = flops_layer_weights(model, *weight_range) if weight_range and cfg.reg != "none" else None
+        reg = make_regularizer(cfg.reg, cfg.lam, cfg.t, cfg.upper, layer_weights)
     channels_last = cfg.channels_last and device.type in ("cpu", "cuda")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = build_optimizer(model, cfg)

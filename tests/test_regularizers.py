@@ -136,3 +136,64 @@ def test_the_toys_closed_form_gradient_is_autograds(reg: str) -> None:
     g.requires_grad_(True)
     (polarization(g, 1.3) if reg == "polar" else l1(g)).backward()
     assert torch.allclose(penalty_gradient(reg, g.detach(), 1.3), g.grad, atol=1e-6)
+
+
+def test_channel_macs_are_the_analytic_cost_of_one_channel() -> None:
+    """One channel of a CIFAR ResNet block's bn1 costs its row of conv1 and its column of conv2; bn2's costs its row
+    of conv2 (the residual stream keeps its width): 9 · (in + out) · H·W and 9 · mid · H·W."""
+    from polar.channel_cost import channel_macs
+
+    model = polar.create_model("resnet20")
+    expected = []
+    for block in model.blocks():
+        side = 32 // {16: 1, 32: 2, 64: 4}[block.conv2.out_channels]
+        area = side * side
+        conv1, conv2 = block.conv1, block.conv2
+        expected += [9 * (conv1.in_channels + conv2.out_channels) * area, 9 * conv1.out_channels * area]
+    assert channel_macs(model) == expected
+
+
+def test_flops_weights_scale_each_layers_terms() -> None:
+    from polar.channel_cost import flops_layer_weights
+
+    model = polar.create_model("resnet20")
+    g = _randomise_gammas(model, seed=3)
+    weights = flops_layer_weights(model, 0.5, 1.5)
+    assert max(weights) == 1.5 and weights[0] == 1.5 and weights[-1] < weights[0]  # stage 1's bn1 costs most
+    sizes = [bn.num_features for bn in polar.regularized_bns(model)]
+    per_gamma = torch.tensor(weights, dtype=torch.float64).repeat_interleave(torch.tensor(sizes))
+    for reg, term in ((polar.Polarization(0.1, t=1.2, layer_weights=weights), 1.2 * g.abs() - (g - g.mean()).abs()),
+                      (polar.L1(0.1, layer_weights=weights), g.abs())):
+        assert reg(model).item() == pytest.approx(0.1 * (per_gamma * term).sum().item(), rel=1e-5)
+    ones = polar.Polarization(0.1, layer_weights=[1.0] * len(weights))(model)
+    assert ones.item() == pytest.approx(polar.Polarization(0.1)(model).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="layer weights for"):
+        polar.Polarization(0.1, layer_weights=weights[:-1])(model)
+    with pytest.raises(polar.ConfigError, match="flops_weights"):
+        polar.TrainConfig(flops_weights="1.5,0.5")
+
+
+def test_flops_weighting_prunes_the_expensive_layer_more() -> None:
+    """A toy of two layers whose channels the task needs equally, one 4x costlier per channel: weighted by cost, the
+    penalty sends more of the expensive layer's γ to 0; unweighted, both lose the same share."""
+    gen = torch.Generator().manual_seed(0)
+    n = 1000
+    importance = torch.exp(torch.randn(n, generator=gen)).repeat(2)  # the same needs in both layers
+    preferred = (0.3 + 0.4 * torch.rand(n, generator=gen)).repeat(2)
+
+    def zero_shares(layer_weights: list[float]) -> tuple[float, float]:
+        g = torch.full((2 * n,), 0.5, requires_grad=True)
+        weights = torch.tensor(layer_weights).repeat_interleave(n)
+        for _ in range(400):
+            loss = (0.5 * importance * (g - preferred) ** 2).sum() + 0.3 * polar.polarization(g, 1.2, weights)
+            (grad,) = torch.autograd.grad(loss, g)
+            with torch.no_grad():
+                g -= 0.05 * grad
+                g.clamp_(0, 1)
+        zero = (g.detach() < 0.01).float()
+        return zero[:n].mean().item(), zero[n:].mean().item()
+
+    cheap, costly = zero_shares([0.5, 2.0])
+    assert costly > cheap + 0.1, (cheap, costly)
+    same = zero_shares([1.0, 1.0])
+    assert same[0] == pytest.approx(same[1], abs=1e-9)

@@ -148,3 +148,10 @@ def test_the_official_presets_reproduce_the_papers_schedules() -> None:
     for bad in ("", "1:1", "0:1,0:2", "0:1,60:-1", "0:nan", "a:b"):
         with pytest.raises(polar.ConfigError, match="lr_steps"):
             polar.TrainConfig(lr_schedule="piecewise", lr_steps=bad)
+
+
+def test_flops_weighted_training_runs_and_is_recorded(synthetic) -> None:
+    cfg = polar.TrainConfig(reg="polar", lam=0.01, t=1.2, flops_weights="0.5,1.5", **BRIEF)
+    last = _final_epoch(cfg, synthetic)
+    assert polar.TrainConfig.from_dict(cfg.to_dict()).flops_weight_range() == (0.5, 1.5)
+    assert last.test_acc > 0.3
