@@ -117,26 +117,9 @@ def sparse_run(study: Study, method: str, params: dict, seed: int) -> dict:
     return study.cached(key, compute)
 
 
-def ucs_widths(target: float, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> tuple[float, list[dict]]:
-    """The scale (bisection) whose uniformly thinner ResNet-20 removes ``target`` of the FLOPs, and its widths."""
-    full = polar.count_macs(polar.create_model("resnet20"), input_size)[0]
-    planes = [16] * 3 + [32] * 3 + [64] * 3
-
-    def widths(scale: float) -> list[dict]:
-        return [{"mid": [max(1, round(scale * p))], "keep": list(range(max(1, round(scale * p))))} for p in planes]
-
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        macs = polar.count_macs(polar.create_model("resnet20", block_widths=widths(mid)), input_size)[0]
-        lo, hi = (mid, hi) if 1 - macs / full > target else (lo, mid)
-    return lo, widths(lo)
-
-
 def ucs_run(study: Study, target: float, seed: int) -> dict:
     def compute() -> dict:
-        scale, widths = ucs_widths(target)
-        model = polar.create_model("resnet20", num_classes=study.data.num_classes, block_widths=widths)
+        scale, model = polar.uniform_width_model("resnet20", target, num_classes=study.data.num_classes)
         full = polar.cost(polar.create_model("resnet20", num_classes=study.data.num_classes))
         _train(dataclasses.replace(study.ucs, seed=seed), model, study.data)
         return {"method": "ucs", "seed": seed, "scale": scale, "rows": [{

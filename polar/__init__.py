@@ -38,6 +38,7 @@ from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .toy import toy_gammas
 from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, train
+from .uniform import uniform_width_model
 
 __all__ = [
     "create_model", "list_models", "sparse_bns", "regularized_bns", "Polarization", "L1", "NoRegularizer",
@@ -51,5 +52,5 @@ __all__ = [
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
     "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization", "export_onnx",
     "deployed_latency", "latency_ms", "paired_latency_ms", "PrunableModel", "ChannelSet", "channel_sets",
-    "channel_macs", "flops_layer_weights",
+    "channel_macs", "flops_layer_weights", "uniform_width_model",
 ]

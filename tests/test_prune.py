@@ -344,3 +344,15 @@ def test_threshold_rules_side_by_side() -> None:
     small = polar.prune(model, polar.find_threshold(model, "paper"))
     assert paper["FLOPs reduction"] == polar.flops_reduction(polar.cost(model), polar.cost(small))
     assert 0 < table["FLOPs reduction"].max() < 1
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg16", "mobilenet_v2"])
+def test_uniform_width_model_scales_every_prunable_layer_to_the_target_flops(name: str) -> None:
+    scale, thin = polar.uniform_width_model(name, 0.5)
+    full = polar.create_model(name)
+    reduction = polar.flops_reduction(polar.cost(full), polar.cost(thin))
+    assert 0.5 <= reduction < 0.56, reduction  # at least the target; widths are whole channels
+    for wide, narrow in zip(polar.channel_sets(full), polar.channel_sets(thin)):
+        assert narrow.bns[0].num_features == max(1, round(scale * wide.bns[0].num_features))
+    assert all(torch.all(bn.weight == 0.5) for bn in polar.sparse_bns(thin))  # a fresh model, not a pruned one
+    assert thin(torch.randn(2, 3, 32, 32)).shape == (2, 10)
