@@ -94,6 +94,24 @@ def prune_table(table: "object") -> "object":
     return shown.style.format("{:.3f}", na_rep="–")
 
 
+def layer_timeline(points: list[dict], layers: dict[str, list[str]]) -> go.Figure:
+    """Per-layer γ over time: for each method, each sparse layer's share of γ near 0 (its spike) against the
+    training step — which layers polarize first, and where L1 empties whole layers."""
+    methods = [m for m in ("polar", "l1") if points and m in points[0].get("near_zero", {})]
+    fig = make_subplots(rows=1, cols=len(methods), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[NAMES[m] for m in methods])
+    for col, m in enumerate(methods, start=1):
+        z = [[p["near_zero"][m][i] for p in points] for i in range(len(layers[m]))]
+        fig.add_trace(go.Heatmap(z=z, x=[p["step"] for p in points], y=layers[m], colorscale="Viridis", zmin=0,
+                                 zmax=1, showscale=col == len(methods),
+                                 hovertemplate="step %{x}, %{y}: %{z:.0%} of γ near 0<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="step", row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=max(300, 14 * max((len(v) for v in layers.values()), default=0)),
+                      margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
 def timeline(points: list[dict], upper: float) -> go.Figure:
     """γ over time (the paper's Figure 4, live): for each method a heat map of bin counts (log scale) against the
     training step, so the spike forming at 0 and the valley opening show as bands."""

@@ -48,7 +48,8 @@ class Snapshot:
     queue_position: int = 0  # while queued: duels ahead of this one
     hist: dict[str, dict] = field(default_factory=dict)  # method -> polar.gamma_summary(...)
     steps: list[dict] = field(default_factory=list)  # per published step: step, method losses
-    timeline: list[dict] = field(default_factory=list)  # γ over time: step and each method's counts, thinned
+    timeline: list[dict] = field(default_factory=list)  # γ over time: step, each method's counts and per-layer
+    # share near 0 ("near_zero"), thinned
     epochs: list[dict] = field(default_factory=list)  # per epoch and method: metrics + γ summary (for replay)
     message: str = ""
 
@@ -246,7 +247,8 @@ class DuelHandle:
                     if "losses" in payload:  # sent once both models took the step
                         s.steps = s.steps + [{"step": payload["step"], **payload["losses"]}]
                         s.timeline = _thinned(s.timeline + [{"step": payload["step"], **{
-                            m: h["counts"] for m, h in s.hist.items()}}])
+                            m: h["counts"] for m, h in s.hist.items()}, "near_zero": {
+                            m: _near_zero(h["layers"]) for m, h in s.hist.items()}}])
             elif kind == "epoch":
                 with self._lock:
                     s = self._snapshot
@@ -271,6 +273,12 @@ class DuelHandle:
 
 
 TIMELINE_POINTS = 240  # γ histograms kept for the "γ over time" heat map: every other one goes when full
+
+
+def _near_zero(layers: dict[str, list[int]]) -> list[float]:
+    """Each layer's share of γ in its lowest bin (within 5 % of the range from 0): its spike, for the per-layer
+    "γ over time" heat map (one number per layer keeps 240 points of a ResNet-56 small)."""
+    return [row[0] / max(1, sum(row)) for row in layers.values()]
 
 
 def _thinned(timeline: list[dict]) -> list[dict]:

@@ -54,7 +54,13 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     app.toggle(key="show_timeline").set_value(True).run()  # γ over time: one more figure, from the timeline
     assert len(app.get("plotly_chart")) == charts_before + 1 and not app.exception
     duel = app.session_state["duel"]
-    assert len(duel.snapshot().timeline) >= 2 and set(duel.snapshot().timeline[-1]) == {"step", "polar", "l1"}
+    assert len(duel.snapshot().timeline) >= 2 and set(duel.snapshot().timeline[-1]) == {"step", "polar", "l1",
+                                                                                         "near_zero"}
+    app.toggle(key="show_layers").set_value(True).run()  # per layer: now, and over time
+    assert len(app.get("plotly_chart")) == charts_before + 3 and not app.exception
+    last = duel.snapshot().timeline[-1]
+    assert len(last["near_zero"]["polar"]) == len(duel.snapshot().hist["polar"]["layers"]) == 18
+    assert max(last["near_zero"]["polar"]) > max(last["near_zero"]["l1"])  # polarization's spikes, per layer
     hist = duel.snapshot().hist
     assert hist["polar"]["counts"] != hist["l1"]["counts"]  # same start, different shapes now
     assert sum(hist["polar"]["counts"]) == sum(hist["l1"]["counts"])  # same channels, binned (not raw γ)

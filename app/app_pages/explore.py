@@ -218,14 +218,20 @@ def live() -> None:
         steps_shown = len(snap.steps) // CURVES_EVERY if snap.state == "running" else len(snap.steps)
         st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs)),
                                lambda: charts.curves(snap.steps, snap.epochs)), width="stretch", key="curves")
+    # what the γ-over-time charts show: redrawn every CURVES_EVERY points while running, at once when paused
+    timeline_key = (id(duel), len(snap.timeline) // CURVES_EVERY if snap.state == "running" else len(snap.timeline),
+                    snap.timeline[-1]["step"] if snap.timeline and snap.state != "running" else 0)
     if st.session_state.get("show_timeline") and snap.timeline:
-        points_shown = len(snap.timeline) // CURVES_EVERY if snap.state == "running" else len(snap.timeline)
-        st.plotly_chart(figure("timeline", (id(duel), points_shown, snap.timeline[-1]["step"] if
-                                            snap.state != "running" else 0),
-                               lambda: charts.timeline(snap.timeline, duel.upper)), width="stretch", key="timeline")
+        st.plotly_chart(figure("timeline", timeline_key, lambda: charts.timeline(snap.timeline, duel.upper)),
+                        width="stretch", key="timeline")
     if st.session_state.get("show_layers"):
         st.plotly_chart(figure("layers", shown, lambda: charts.layer_heatmaps(hist, duel.upper)), width="stretch",
                         key="layers")
+        if st.session_state.get("show_timeline") and snap.timeline:
+            st.caption("Per layer over time: each layer's share of γ near 0 (its spike) at every published step.")
+            names = {m: list(h["layers"]) for m, h in snap.hist.items()}
+            st.plotly_chart(figure("layer_timeline", timeline_key, lambda: charts.layer_timeline(snap.timeline, names)),
+                            width="stretch", key="layer_timeline")
     if running and snap.state not in ("running", "queued") or getting_ready and snap.ready:
         st.rerun()  # training ended or paused, or the trainer is ready: switch the page out of polling mode
 
