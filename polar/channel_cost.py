@@ -43,7 +43,8 @@ def channel_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) ->
 def flops_layer_weights(model: nn.Module, low: float, high: float,
                         input_size: tuple[int, ...] | None = None) -> list[float]:
     """A weight per regularized BN (``polar.regularized_bns`` order): its channel's cost relative to the costliest
-    layer's, mapped linearly onto [low, high] — ``low + (high − low) · macs / max(macs)``.
+    layer's, mapped linearly onto [low, high] — ``low + (high − low) · macs / max(macs)``. A regularized BN that is
+    not prunable (a CIFAR ResNet's stem) saves nothing: ``low``.
 
     With low < high the penalty presses hardest where a channel costs most, so pruning at one threshold removes
     more of the expensive layers (the official ``--flops-weighted --weight-min --weight-max``).
@@ -52,6 +53,6 @@ def flops_layer_weights(model: nn.Module, low: float, high: float,
         raise ValueError(f"FLOPs weights need 0 <= low <= high, got low={low!r}, high={high!r}")
     per_bn = {id(bn): macs for cs, macs in zip(channel_sets(model), channel_macs(model, input_size))
               for bn in cs.bns}
-    costs = [per_bn[id(bn)] for bn in regularized_bns(model)]
+    costs = [per_bn.get(id(bn), 0) for bn in regularized_bns(model)]
     top = max(costs) or 1
     return [low + (high - low) * c / top for c in costs]

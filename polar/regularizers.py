@@ -16,17 +16,12 @@ from .config import check_range
 from .models import regularized_bns, sparse_bns
 
 __all__ = ["polarization", "l1", "Polarization", "L1", "NoRegularizer", "Regularizer", "make_regularizer",
-           "sparse_gammas", "regularized_gammas", "l1_lambda_for", "optimal_zero_share"]
+           "sparse_gammas", "l1_lambda_for", "optimal_zero_share"]
 
 
 def sparse_gammas(model: nn.Module) -> Tensor:
     """All sparse (prunable) γ of the model concatenated into one flat tensor (in the graph, not detached)."""
     return torch.cat([bn.weight.view(-1) for bn in sparse_bns(model)])
-
-
-def regularized_gammas(model: nn.Module) -> Tensor:
-    """The γ the regularizer sees (:func:`polar.models.regularized_bns`), as one flat tensor in the graph."""
-    return torch.cat([bn.weight.view(-1) for bn in regularized_bns(model)])
 
 
 def polarization(gamma: Tensor, t: float, weights: Tensor | None = None) -> Tensor:
@@ -52,6 +47,10 @@ class Regularizer:
     terms, e.g. :func:`polar.channel_cost.flops_layer_weights` (the official ``--flops-weighted``); None = all 1.
     """
 
+    def penalized(self, model: nn.Module) -> list[bool]:
+        """For each regularized BN, whether the penalty covers it (all of them, unless a subclass says otherwise)."""
+        return [True] * len(regularized_bns(model))
+
     name = "none"
     lam = 0.0
     layer_weights: list[float] | None = None
@@ -70,22 +69,24 @@ class Regularizer:
         self.layer_weights = layer_weights
 
     def _gammas_and_weights(self, model: nn.Module) -> tuple[Tensor, Tensor | None]:
-        """The regularized γ as one flat tensor, and each γ's layer weight (None when unweighted)."""
-        bns = regularized_bns(model)
+        """The penalized γ as one flat tensor, and each γ's layer weight (None when unweighted)."""
+        regularized = regularized_bns(model)
+        if self.layer_weights is not None and len(self.layer_weights) != len(regularized):
+            raise ValueError(f"{len(self.layer_weights)} layer weights for {len(regularized)} regularized BNs; "
+                             "compute them for this model (polar.channel_cost.flops_layer_weights)")
+        chosen = [i for i, covered in enumerate(self.penalized(model)) if covered]
+        bns = [regularized[i] for i in chosen]
         gamma = torch.cat([bn.weight.view(-1) for bn in bns])
         if self.layer_weights is None:
             return gamma, None
-        if len(self.layer_weights) != len(bns):
-            raise ValueError(f"{len(self.layer_weights)} layer weights for {len(bns)} regularized BNs; compute them "
-                             "for this model (polar.channel_cost.flops_layer_weights)")
         sizes = torch.tensor([bn.num_features for bn in bns], device=gamma.device)
-        weights = torch.tensor(self.layer_weights, dtype=gamma.dtype, device=gamma.device)
+        weights = torch.tensor([self.layer_weights[i] for i in chosen], dtype=gamma.dtype, device=gamma.device)
         return gamma, weights.repeat_interleave(sizes)
 
 
 class Polarization(Regularizer):
-    """λ · Σ_l [t·‖γ_l‖₁ − ‖γ_l − γ̄‖₁], γ̄ the mean over all regularized γ of the network
-    (``polar.regularized_bns``); γ clamped to [0, upper].
+    """λ · Σ_l [t·‖γ_l‖₁ − ‖γ_l − γ̄‖₁] over the regularized BNs that are prunable, γ̄ their mean over the whole
+    network; every regularized BN (a CIFAR ResNet's stem too, as in the official code) clamped to [0, upper].
 
     Args:
         lam: strength λ ≥ 0. The paper's values suit 200-epoch runs; brief runs need proportionally more.
@@ -100,6 +101,11 @@ class Polarization(Regularizer):
                  layer_weights: Sequence[float] | None = None) -> None:
         self.lam, self.t, self.upper = check_range("lam", lam), check_range("t", t), check_range("upper", upper)
         self._set_layer_weights(layer_weights)
+
+    def penalized(self, model: nn.Module) -> list[bool]:
+        """The prunable ones: the official code polarizes its sparse layers only, and γ̄ is their mean."""
+        sparse = {id(bn) for bn in sparse_bns(model)}
+        return [id(bn) in sparse for bn in regularized_bns(model)]
 
     def __call__(self, model: nn.Module) -> Tensor:
         gamma, weights = self._gammas_and_weights(model)
@@ -116,7 +122,8 @@ class Polarization(Regularizer):
 
 
 class L1(Regularizer):
-    """λ · Σ_l ‖γ_l‖₁ (network slimming); γ is left unclamped, as Liu et al. do."""
+    """λ · Σ_l ‖γ_l‖₁ over every regularized BN (network slimming; a CIFAR ResNet's stem too, as the official code's
+    L1 penalizes every BN); γ is left unclamped, as Liu et al. do."""
 
     name = "l1"
 

@@ -32,7 +32,16 @@ def test_forward_backward_and_sparse_bns(name: str) -> None:
         assert bn.weight.grad is not None
     others = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
               and not any(m is bn for bn in bns)]
-    assert all(torch.all(m.weight == 1.0) for m in others)
+    official = name in ("resnet20", "resnet32", "resnet56", "resnet110", "vgg16")  # the official code's CIFAR models
+    assert all(torch.all(m.weight == (0.5 if official else 1.0)) for m in others)  # its init: every γ at 0.5
+
+
+def test_official_cifar_models_use_kaiming_fan_in() -> None:
+    torch.manual_seed(0)
+    model = polar.create_model("vgg16")
+    for layer in [model.features[0], model.features[-4], model.hidden[0], model.classifier]:
+        fan_in = layer.weight[0].numel()
+        assert layer.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.15), layer
 
 
 def test_expected_sparse_layers() -> None:
@@ -72,7 +81,8 @@ def test_every_model_provides_the_pruning_interface(name: str) -> None:
     assert isinstance(model, polar.PrunableModel)
     sets = polar.channel_sets(model)
     assert [bn for cs in sets for bn in cs.bns] == polar.sparse_bns(model)  # every sparse BN in one set, in order
-    assert {id(bn) for bn in polar.regularized_bns(model)} <= {id(bn) for bn in polar.sparse_bns(model)}
+    not_prunable = {id(bn) for bn in polar.regularized_bns(model)} - {id(bn) for bn in polar.sparse_bns(model)}
+    assert not_prunable == ({id(model.bn1)} if name.startswith("resnet") and "imagenet" not in name else set())
     assert polar.create_model(model.name, **model.spec()).spec() == model.spec()
 
 

@@ -50,12 +50,21 @@ def test_l1_value_and_gradient(lam: float) -> None:
     torch.testing.assert_close(grad, lam * torch.sign(g), rtol=1e-5, atol=1e-9)
 
 
-def test_only_sparse_bns_get_gradient() -> None:
+def test_what_each_regularizer_touches_in_a_cifar_resnet() -> None:
+    """As the official code: polarization penalizes the sparse γ only (γ̄ is their mean) and clamps the stem's too;
+    L1 penalizes every BN's γ, the stem's included."""
     model = polar.create_model("resnet20")
     polar.Polarization(lam=1.0, t=1.2)(model).backward()
     sparse = {id(bn.weight) for bn in polar.sparse_bns(model)}
     for p in model.parameters():
         assert (p.grad is not None) == (id(p) in sparse)
+    model.zero_grad(set_to_none=True)
+    polar.L1(lam=1.0)(model).backward()
+    assert {id(p) for p in model.parameters() if p.grad is not None} == sparse | {id(model.bn1.weight)}
+    with torch.no_grad():
+        model.bn1.weight.fill_(3.0)
+    polar.Polarization(lam=1.0).clamp_(model)
+    assert torch.all(model.bn1.weight == 1.0)
 
 
 def test_polarization_clamps_to_upper_bound() -> None:
@@ -158,13 +167,15 @@ def test_flops_weights_scale_each_layers_terms() -> None:
 
     model = polar.create_model("resnet20")
     g = _randomise_gammas(model, seed=3)
-    weights = flops_layer_weights(model, 0.5, 1.5)
-    assert max(weights) == 1.5 and weights[0] == 1.5 and weights[-1] < weights[0]  # stage 1's bn1 costs most
-    sizes = [bn.num_features for bn in polar.regularized_bns(model)]
-    per_gamma = torch.tensor(weights, dtype=torch.float64).repeat_interleave(torch.tensor(sizes))
-    for reg, term in ((polar.Polarization(0.1, t=1.2, layer_weights=weights), 1.2 * g.abs() - (g - g.mean()).abs()),
-                      (polar.L1(0.1, layer_weights=weights), g.abs())):
-        assert reg(model).item() == pytest.approx(0.1 * (per_gamma * term).sum().item(), rel=1e-5)
+    weights = flops_layer_weights(model, 0.5, 1.5)  # the stem first: regularized, not prunable, so it saves nothing
+    assert weights[0] == 0.5 and max(weights) == weights[1] == 1.5 and weights[-1] < weights[1]  # stage 1's bn1
+    sizes = [bn.num_features for bn in polar.sparse_bns(model)]
+    per_gamma = torch.tensor(weights[1:], dtype=torch.float64).repeat_interleave(torch.tensor(sizes))
+    polarized = polar.Polarization(0.1, t=1.2, layer_weights=weights)(model).item()
+    assert polarized == pytest.approx(0.1 * (per_gamma * (1.2 * g.abs() - (g - g.mean()).abs())).sum().item(), rel=1e-5)
+    stem = model.bn1.weight.detach().double().abs().sum().item()
+    l1_weighted = polar.L1(0.1, layer_weights=weights)(model).item()
+    assert l1_weighted == pytest.approx(0.1 * (0.5 * stem + (per_gamma * g.abs()).sum().item()), rel=1e-5)
     ones = polar.Polarization(0.1, layer_weights=[1.0] * len(weights))(model)
     assert ones.item() == pytest.approx(polar.Polarization(0.1)(model).item(), rel=1e-6)
     with pytest.raises(ValueError, match="layer weights for"):

@@ -38,7 +38,8 @@ class PrunableModel(Protocol):
         ...
 
     def regularized_bns(self) -> list[nn.Module]:
-        """The BNs whose γ the regularizer penalizes and clamps (a subset of the sparse ones)."""
+        """The BNs the regularizers act on: L1 penalizes them, polarization clamps them and penalizes those of them
+        that are also sparse (a CIFAR ResNet's stem BN is regularized, as in the official code, but not prunable)."""
         ...
 
     def channel_sets(self) -> list[ChannelSet]:
@@ -53,8 +54,25 @@ class PrunableModel(Protocol):
 SPARSE_GAMMA_INIT = 0.5  # the paper's init for regularized γ: mid-range, so neither side of the split is favoured
 
 
+def init_official_cifar(model: nn.Module) -> None:
+    """The official code's init for its CIFAR models (ResNets, VGG-16): Kaiming normal with fan_in for convs and
+    linear layers (biases 0), and γ = 0.5, β = 0 for every BatchNorm, the stem's included.
+
+    γ = 0.5 sits mid-range, so neither side of the split is favoured; a γ of 0 would already look pruned to Polar.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.constant_(m.weight, SPARSE_GAMMA_INIT)
+            nn.init.zeros_(m.bias)
+
+
 def init_weights(model: nn.Module, sparse: list[nn.BatchNorm2d]) -> None:
-    """torchvision's init (kaiming fan_out convs, BN γ=1, β=0), then γ=0.5 on the sparse BNs.
+    """torchvision's init (kaiming fan_out convs, BN γ=1, β=0), then γ=0.5 on the sparse BNs: the architectures
+    Polar shares with torchvision (ImageNet ResNet-50, MobileNetV2) keep torchvision's init.
 
     Leaving γ=1 (or zero-init residuals) would bias the start: a γ of 0 already looks pruned to Polar.
     """

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import ChannelSet, FoldedBias, init_weights
+from ._common import ChannelSet, FoldedBias, init_official_cifar, init_weights
 from ._registry import register_model
 
 __all__ = [
@@ -254,7 +254,7 @@ class CifarResNet(_ResNetBase):
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(len(previous), num_classes)
-        init_weights(self, self.sparse_bns())
+        init_official_cifar(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))  # (N, 16, 32, 32)
@@ -263,6 +263,11 @@ class CifarResNet(_ResNetBase):
         x = self.layer3(x)  # (N, 64, 8, 8)
         x = torch.flatten(self.avgpool(x), 1)  # (N, 64)
         return self.fc(x)
+
+    def regularized_bns(self) -> list[nn.BatchNorm2d]:
+        """The stem BN too, as in the official code (its L1 penalizes every BN, its polarization clamps every BN);
+        it is not prunable, so polarization's penalty and γ̄ leave it out."""
+        return [self.bn1, *super().regularized_bns()]
 
     def stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3]

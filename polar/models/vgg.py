@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import ChannelSet, FoldedBias, init_weights
+from ._common import ChannelSet, FoldedBias, init_official_cifar
 from ._registry import register_model
 
 __all__ = ["VGG", "vgg16"]
@@ -44,7 +44,7 @@ class VGG(nn.Module):
         self.hidden = (nn.Sequential(nn.Linear(in_channels, self.fc), nn.BatchNorm1d(self.fc), nn.ReLU(inplace=True))
                        if self.fc else None)
         self.classifier = nn.Linear(self.fc or in_channels, num_classes)
-        init_weights(self, self.sparse_bns())
+        init_official_cifar(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)  # (N, C_last, 2, 2) for 32x32 input
