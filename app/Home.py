@@ -20,6 +20,7 @@ if "url_duel" not in st.session_state:  # a reloaded tab names its duel in the U
     st.session_state["url_duel"] = st.query_params.get("duel", "")
 st.session_state["settings"] = sidebar()
 page = st.navigation([st.Page("app_pages/explore.py", title="Explore", icon="🧲", default=True),
+                      st.Page("app_pages/sweep.py", title="t and λ sweep", icon="📈"),
                       st.Page("app_pages/playground.py", title="Regularizer playground", icon="🎛️"),
                       st.Page("app_pages/runs.py", title="Saved runs", icon="🗂️")])
 page.run()

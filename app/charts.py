@@ -129,3 +129,20 @@ def timeline(points: list[dict], upper: float) -> go.Figure:
     fig.update_yaxes(title_text="γ", row=1, col=1)
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10))
     return fig
+
+
+def tl_grid(summary: "object") -> go.Figure:
+    """Figure 3 of the paper from polar.grid_summary: FLOPs reduction at the valley and accuracy drop against λ,
+    one line per t (error bars: the spread over seeds)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["FLOPs reduction at the valley", "accuracy drop (pruned)"])
+    for i, (t, group) in enumerate(summary.sort_values("lam").groupby("t")):
+        color = f"hsl({(210 + 70 * i) % 360}, 65%, 45%)"
+        for col, column in ((1, "flops_reduction"), (2, "acc_drop")):
+            fig.add_trace(go.Scatter(x=group["lam"], y=100 * group[column], mode="lines+markers", name=f"t = {t:g}",
+                                     line_color=color, showlegend=col == 1,
+                                     error_y=dict(type="data", array=100 * group[column + "_std"], visible=True)),
+                          row=1, col=col)
+    fig.update_xaxes(type="log", title_text="λ")
+    fig.update_yaxes(title_text="%", row=1, col=1)
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=10))
+    return fig

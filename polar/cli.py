@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="(trials print one line each in any case)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("grid", help="Figure 3: FLOPs reduction at the valley and accuracy drop over λ × t")
+    p.add_argument("--lams", required=True, help="polarization λ values, e.g. 0.005,0.01,0.02")
+    p.add_argument("--ts", default="1.2", help="t values, e.g. 1.0,1.2,1.4")
+    p.add_argument("--seeds", default="0", help="repeats, e.g. 0,1,2 (the summary gives mean ± std)")
+    p.add_argument("--preset", default="demo-baseline", choices=sorted(SCHEDULES),
+                   help="each point's sparse-training schedule (default: briefly, from the shipped baseline)")
+    p.add_argument("--out", required=True,
+                   help="folder: one JSON per finished point (a rerun resumes), then grid.csv and summary.csv")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_grid)
     return parser
 
 
@@ -290,6 +301,42 @@ def cmd_search(args: argparse.Namespace) -> None:
     hit = abs(last.flops_reduction - args.target_flops_reduction) <= args.tolerance
     print(f"{'found' if hit else 'closest after the trial budget'}: λ = {last.lam:.4g} ({last.run_dir}); "
           f"all trials in {args.out}/trials.csv")
+
+
+def _numbers(text: str, flag: str, cast: Callable[[str], Any] = float) -> list:
+    try:
+        values = [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag} must be comma-separated numbers, e.g. 0.005,0.01; got {text!r}")
+    return values
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    from .datasets import load_training_data
+    from .grid import grid_summary, read_grid, tl_grid
+    from .train import initial_model
+
+    lams, ts = _numbers(args.lams, "--lams"), _numbers(args.ts, "--ts")
+    seeds = _numbers(args.seeds, "--seeds", int)
+    cfg = TrainConfig.from_preset(args.preset, **{"reg": "polar", **_overrides(args)})
+    for lam, t in ((lam, t) for lam in lams for t in ts):
+        dataclasses.replace(cfg, lam=lam, t=t)  # a one-line error for an out-of-range value, before any training
+    out = _writable_dir(args.out, "--out")
+    device = resolve_device(cfg.device)
+    data = load_training_data(cfg, device)
+    start = initial_model(cfg, data.num_classes).to(device)
+    print(f"grid: {len(lams)} λ × {len(ts)} t × {len(seeds)} seeds, {cfg.epochs} epochs each from "
+          f"{cfg.init or 'fresh weights'} on {data.source}")
+    for row in tl_grid(cfg, lams, ts, data, start, seeds, cache=out):
+        print(f"λ {row['lam']:g}, t {row['t']:g}, seed {row['seed']}: valley FLOPs reduction "
+              f"{row['flops_reduction']:.1%}, accuracy {row['acc_start']:.2%} -> {row['acc_pruned']:.2%} after "
+              f"pruning", flush=True)
+    points = read_grid(out)
+    points.to_csv(out / "grid.csv", index=False)
+    grid_summary(points).to_csv(out / "summary.csv", index=False)
+    print(f"wrote {out / 'grid.csv'} and {out / 'summary.csv'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

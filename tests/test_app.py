@@ -167,3 +167,25 @@ def test_playground_redraws_within_a_second_when_a_slider_moves(app: AppTest) ->
     after = app.dataframe[0].value
     assert after.iloc[0]["share of γ at 0"] > before.iloc[0]["share of γ at 0"]  # larger t: more γ at 0
     assert "Theorem 3.2" in " ".join(c.value for c in app.caption) and "90%" in " ".join(c.value for c in app.caption)
+
+
+def test_sweep_page_runs_a_grid_live_and_a_reload_finds_it(app: AppTest) -> None:
+    app.query_params.update(dataset="synthetic", start="scratch", subset="30", epochs="1", batch_size="32")
+    app.switch_page("app_pages/sweep.py").run()
+    assert not app.exception and app.title[0].value.startswith("t and λ sweep")
+    app.text_input(key="grid_lams").set_value("0.01, 0.05").run()
+    app.text_input(key="grid_ts").set_value("1.2").run()
+    run = next(b for b in app.button if b.label.startswith("▶ Run the 2 missing"))
+    run.click().run()
+    deadline = time.time() + 180
+    while not any("2 of 2 points done" in c.value for c in app.caption) and time.time() < deadline:
+        time.sleep(1)
+        app.run()
+    assert any("2 of 2 points done" in c.value for c in app.caption), [c.value for c in app.caption]
+    assert not app.exception and len(app.get("plotly_chart")) >= 1
+    table = app.dataframe[0].value
+    assert sorted(table["lam"]) == [0.01, 0.05]
+    app.run()  # a reload with the same settings: the points come from the cache, nothing is left to run
+    assert not [b for b in app.button if b.label.startswith("▶ Run the")]
+    app.text_input(key="grid_lams").set_value("0.01, -1").run()
+    assert any("Fix the grid" in e.value for e in app.error)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import polar
@@ -170,3 +171,23 @@ def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
     trials = __import__("pandas").read_csv(out / "trials.csv")
     assert len(trials) == 2 and trials["lam"].tolist() == [0.001, 0.002]  # short of 90 %: λ doubles
     assert "closest after the trial budget" in done.stdout
+
+
+def test_grid_writes_every_point_and_resumes_without_training(tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    args = ("grid", "--lams", "0.01,0.05", "--ts", "1.2", "--model", "resnet20", "--dataset", "synthetic",
+            "--subset", "30", "--epochs", "1", "--batch-size", "32", "--init", "", "--out", str(out))
+    done = _polar(*args)
+    assert done.returncode == 0, done.stderr
+    points = pd.read_csv(out / "grid.csv")
+    assert sorted(points["lam"]) == [0.01, 0.05] and set(points["t"]) == {1.2}  # every point kept
+    assert ((points["flops_reduction"] >= 0) & (points["flops_reduction"] < 1)).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["seeds"]) == [1, 1]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("lam*.json")}
+    again = _polar(*args)  # the cache answers: nothing is trained or rewritten
+    assert again.returncode == 0 and {p.name: p.stat().st_mtime_ns for p in out.glob("lam*.json")} == stamps
+    bad = _polar("grid", "--lams", "0.01,lots", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--lams must be comma-separated numbers" in bad.stderr
+    bad = _polar("grid", "--lams", "0.01", "--ts", "9", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "t must be in [0, 4]" in bad.stderr and not (tmp_path / "bad").exists()
