@@ -42,15 +42,15 @@ class Server:
     """``streamlit run app/Home.py`` on a free port, under ``ulimit -n 1024`` (a common default): what a class
     of users would reach."""
 
-    def __init__(self, runs: Path) -> None:
+    def __init__(self, runs: Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "POLAR_RUNS": str(runs)}
+        env = {**os.environ, "POLAR_RUNS": str(runs), **(env or {})}
         self.log = runs / "server.log"  # the server's and its trainers' output, quoted when a test fails
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port",
-                 str(self.port), "--server.headless", "true"], cwd=REPO, env=env, stdout=log,
+                 str(self.port), "--server.headless", "true"], cwd=cwd, env=env, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -97,6 +97,38 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield browser
         browser.close()
+
+
+COLD_START_S = 5.0  # from starting the server to an enabled Start button, online or offline
+
+
+@pytest.mark.parametrize("where", ["with CIFAR-10", "offline without CIFAR-10"])
+def test_cold_start_to_an_enabled_start_button(where: str, browser, tmp_path: Path) -> None:
+    """A classroom server is started and the first student opens the page: Start must be usable within 5 s. Offline
+    without the data (a folder with no data/, every download refused at once by a closed proxy port) the page falls
+    back to synthetic data with its message, just as fast."""
+    offline = where.startswith("offline")
+    blocked = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+               "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    t0 = time.time()
+    server = Server(tmp_path, cwd=tmp_path if offline else REPO, env=blocked if offline else None)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url, timeout=60_000)
+        start = page.get_by_role("button", name="▶ Start")
+        start.wait_for(timeout=60_000)
+        while not start.is_enabled() and time.time() - t0 < 60:
+            page.wait_for_timeout(50)
+        cold = time.time() - t0
+        fallback = page.get_by_text(re.compile(r"cifar10 is not available here")).count() > 0
+        print(f"\ncold start ({where}): Start enabled {cold:.1f}s after the server was launched"
+              + (" (synthetic fallback shown)" if fallback else ""))
+        page.close()
+    finally:
+        server.stop()
+    assert fallback == offline, "the fallback message must show offline, and only then"
+    assert cold <= COLD_START_S, f"Start enabled {cold:.1f}s after launch (promised {COLD_START_S:.0f} s); " \
+                                 f"server log:\n{server.log_tail()}"
 
 
 PRUNE_AT_S = 110  # the default flow prunes when training is done (2 epochs), within 2 minutes of Start

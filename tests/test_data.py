@@ -1,6 +1,7 @@
 """Data: batched augmentation equals the per-image definition; sources, caching, subsets and error messages."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 import polar
+from polar.atomic import atomic_save
 from polar.data import PAD, random_crop, random_flip
 from polar.datasets import DatasetError
 
@@ -89,6 +91,17 @@ def test_imagefolder_decodes_and_caches(tmp_path: Path) -> None:
     assert list((tmp_path / "cache").glob("imagefolder_*_uint8.pt"))
     again = polar.load_images("imagefolder", data_dir=tmp_path / "cache", path=tmp_path / "mine")
     assert torch.equal(again.train_x, images.train_x)
+    # the cache stores the training split's statistics with the pixels (they cost ~1 s to compute for CIFAR-10)
+    x = images.train_x.float()
+    expected = (x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1) / 255, x.std(dim=(0, 2, 3)).view(1, -1, 1, 1) / 255)
+    for got in (images.train_stats, again.train_stats):
+        assert got is not None and all(torch.equal(a, b) for a, b in zip(got, expected))
+    cache = next((tmp_path / "cache").glob("imagefolder_*_uint8.pt"))
+    # a cache written before statistics were stored (atomically, as Polar writes: the loaded tensors map the file)
+    atomic_save({**vars(again), "train_stats": None}, cache)
+    upgraded = polar.load_images("imagefolder", data_dir=tmp_path / "cache", path=tmp_path / "mine")
+    assert all(torch.equal(a, b) for a, b in zip(upgraded.train_stats, expected))
+    assert torch.load(cache, weights_only=True)["train_stats"] is not None  # stored for the next load
 
 
 def test_missing_cifar_offline_gives_one_line_instruction(tmp_path: Path) -> None:
@@ -96,6 +109,20 @@ def test_missing_cifar_offline_gives_one_line_instruction(tmp_path: Path) -> Non
         polar.load_images("cifar10", data_dir=tmp_path, download=False)
     message = str(err.value)
     assert "\n" not in message and "cifar-10-python.tar.gz" in message and "train/<class>/" in message
+
+
+def test_offline_download_fails_at_once_with_the_same_instruction(tmp_path: Path, monkeypatch) -> None:
+    """With the network refused, load_images says so in well under a second (it asks before importing torchvision's
+    datasets, which alone take ~1.3 s), with the same one-line instruction."""
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # a closed port: every request is refused
+    t0 = time.perf_counter()
+    with pytest.raises(DatasetError) as err:
+        polar.load_images("cifar100", data_dir=tmp_path, download=True)
+    assert time.perf_counter() - t0 < 1.0
+    message = str(err.value)
+    assert "could not be downloaded (URLError)" in message and "cifar-100-python.tar.gz" in message
+    assert "\n" not in message and not list(tmp_path.rglob("*.tar.gz"))
 
 
 def test_unknown_dataset_and_bad_folder() -> None:
