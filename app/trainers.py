@@ -198,8 +198,20 @@ class DuelHandle:
         with self._lock:
             self._child, self._sent = child, 0
             self._snapshot.ready = False
-        child.send(("job", job))
-        threading.Thread(target=self._listen, args=(child,), name=f"polar-duel-{self.id}", daemon=True).start()
+        child.send_lock.acquire()  # held until the job is sent: no command can overtake it
+        threading.Thread(target=self._send_job_and_listen, args=(child, job), name=f"polar-duel-{self.id}",
+                         daemon=True).start()
+
+    def _send_job_and_listen(self, child: _Child, job: dict) -> None:
+        """Send the job, then listen. A fresh child reads nothing until it has imported torch (~1.5 s) and the job's
+        weights overflow the socket's buffer: sending from here keeps the page from waiting on that."""
+        try:
+            child.conn.send(("job", job))
+        except OSError:
+            pass  # the child is gone: _listen reports it
+        finally:
+            child.send_lock.release()
+        self._listen(child)
 
     def _release_child(self) -> None:
         """Take the prepared (never started) trainer away; a later Start gets another."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from torch import nn
 
 from .config import SCHEDULES, ConfigError, TrainConfig
@@ -22,6 +21,9 @@ from .models import sparse_bns
 from .prune import layer_thresholds, prune
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .train import evaluate
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a table is built: ~0.4 s the explorer's first page does not need
 
 __all__ = ["matched_flops", "finetune_config", "threshold_rules", "MATCHED_COLUMNS"]
 
@@ -61,6 +63,7 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
         rows.append({"method": name, "threshold": thresholds[name], "macs": after.macs, "params": after.params,
                      "flops_reduction": flops_reduction(before, after), "acc_unpruned": evaluate(model, data)[1],
                      "acc_pruned": evaluate(small[name], data)[1], "acc_zero_beta": evaluate(dropped, data)[1]})
+    import pandas as pd
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS), small
 
 
@@ -98,4 +101,5 @@ def threshold_rules(model: nn.Module, upper: float = 1.0) -> pd.DataFrame:
         rows.append({"rule": name, "threshold": shown,
                      "channels pruned": channels - sum(bn.num_features for bn in sparse_bns(small)),
                      "FLOPs reduction": flops_reduction(base, cost(small))})
+    import pandas as pd
     return pd.DataFrame(rows)

@@ -14,13 +14,16 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from torch import nn
 
 from .export import export_onnx
 from .flops import cost
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a table is built: ~0.4 s the explorer's first page does not need
 
 __all__ = ["latency_ms", "paired_latency_ms", "deployed_latency"]
 
@@ -81,6 +84,7 @@ def deployed_latency(original: nn.Module, pruned: nn.Module, batches: Sequence[i
                     times[i].append(latency_ms(lambda s=session: s.run(["logits"], {"images": x}), repeats))
             rows.append({"runtime": "ONNX Runtime", "batch": batch, "original_ms": statistics.median(times[0]),
                          "pruned_ms": statistics.median(times[1])})
+    import pandas as pd
     table = pd.DataFrame(rows)
     table["speedup"] = table["original_ms"] / table["pruned_ms"]
     table["macs_ratio"] = ratio
