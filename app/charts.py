@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -68,8 +69,22 @@ def layer_heatmaps(hist: dict[str, dict], upper: float) -> go.Figure:
     return fig
 
 
-def tradeoff(tables: dict[str, "object"]) -> go.Figure:
-    """Accuracy before fine-tuning against FLOPs reduction, both methods, from polar.sweep tables."""
+def uniform_width_points(points_csv: Path) -> list[dict]:
+    """The uniform-width baseline of a committed study (bench/study.py's points.csv): per FLOPs target, the mean
+    and standard deviation over seeds of its FLOPs reduction and test accuracy. [] when there is no such file."""
+    if not points_csv.is_file():
+        return []
+    import pandas as pd
+
+    ucs = pd.read_csv(points_csv).query("method == 'ucs'")
+    return [{"target": target, "seeds": len(group), "flops_reduction": group["flops_reduction"].mean(),
+             "acc": group["acc_finetuned"].mean(), "acc_std": group["acc_finetuned"].std(ddof=1) if len(group) > 1
+             else 0.0} for target, group in ucs.groupby("target")]
+
+
+def tradeoff(tables: dict[str, "object"], uniform: list[dict] | None = None) -> go.Figure:
+    """Accuracy before fine-tuning against FLOPs reduction, both methods, from polar.sweep tables; ``uniform``: the
+    uniform-width baseline's points (trained at that width, so no pruning to recover from)."""
     fig = go.Figure()
     for m, table in tables.items():
         t = table.sort_values("flops_reduction")
@@ -77,6 +92,11 @@ def tradeoff(tables: dict[str, "object"]) -> go.Figure:
                                  name=NAMES[m], line_color=COLORS[m]))
         fig.add_trace(go.Scatter(x=100 * t["flops_reduction"], y=100 * t["acc_zero_beta"], mode="lines+markers",
                                  name=f"{NAMES[m]}, β dropped", line=dict(color=COLORS[m], dash="dot")))
+    if uniform:
+        fig.add_trace(go.Scatter(x=[100 * p["flops_reduction"] for p in uniform], y=[100 * p["acc"] for p in uniform],
+                                 error_y=dict(type="data", array=[100 * p["acc_std"] for p in uniform]),
+                                 mode="markers", marker=dict(symbol="diamond", size=11, color="#2ca02c"),
+                                 name="uniform width (trained at that width)"))
     fig.update_layout(xaxis_title="FLOPs reduction (%)", yaxis_title="test accuracy before fine-tuning (%)",
                       height=330, margin=dict(l=10, r=10, t=10, b=10))
     return fig

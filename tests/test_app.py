@@ -79,6 +79,10 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     next(b for b in app.button if b.label.startswith("Measure latency")).click().run()
     assert not app.exception
     assert list(app.session_state["prune_result"]["latency"]["runtime"].unique()) == ["PyTorch", "ONNX Runtime"]
+    charts_before = len(app.get("plotly_chart"))
+    next(b for b in app.button if b.label.startswith("Trade-off curve")).click().run()
+    assert not app.exception and len(app.get("plotly_chart")) == charts_before + 1
+    assert set(app.session_state["tradeoff"]) == {"polar", "l1"}  # from scratch: no baseline curve
     runs = list((Path(app.session_state["duel"].run_root)).glob("*/config.json"))
     assert len(runs) == 2  # both runs are kept on disk
 
@@ -189,3 +193,21 @@ def test_sweep_page_runs_a_grid_live_and_a_reload_finds_it(app: AppTest) -> None
     assert not [b for b in app.button if b.label.startswith("▶ Run the")]
     app.text_input(key="grid_lams").set_value("0.01, -1").run()
     assert any("Fix the grid" in e.value for e in app.error)
+
+
+def test_uniform_width_points_summarize_a_studys_seeds(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(APP).parent))
+    import charts
+
+    rows = ["method,lam,t,seed,target,flops_reduction,acc_finetuned"]
+    rows += [f"ucs,,,{seed},50%,0.51,{acc}" for seed, acc in enumerate((0.80, 0.82, 0.84))]
+    rows += ["polar,0.01,1.2,0,50%,0.5,0.9", "ucs,,,0,70%,0.70,0.75"]
+    (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
+    points = {p["target"]: p for p in charts.uniform_width_points(tmp_path / "points.csv")}
+    assert points["50%"]["seeds"] == 3 and points["50%"]["acc"] == pytest.approx(0.82)
+    assert points["50%"]["acc_std"] == pytest.approx(0.02) and points["70%"]["acc_std"] == 0.0
+    assert charts.uniform_width_points(tmp_path / "missing.csv") == []
+    figure = charts.tradeoff({}, list(points.values()))
+    assert [trace.name for trace in figure.data] == ["uniform width (trained at that width)"]

@@ -25,6 +25,7 @@ import polar
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
 TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]
+RESULTS = Path(__file__).resolve().parents[2] / "results"  # committed studies (bench/study.py)
 
 
 def _session_alive(session_id: str) -> bool:
@@ -319,7 +320,13 @@ if st.button("Trade-off curve (accuracy vs. FLOPs reduction)"):
         st.session_state["tradeoff"] = {m: polar.sweep(model, data, reductions=TRADEOFF_REDUCTIONS)
                                         for m, model in curves.items()}
 if st.session_state["tradeoff"] is not None:
-    st.plotly_chart(charts.tradeoff(st.session_state["tradeoff"]), width="stretch", key="tradeoff")
+    study = RESULTS / f"study_{settings.model}_{settings.dataset}" / "points.csv"
+    uniform = charts.uniform_width_points(study) if duel.cfgs["polar"].dataset == settings.dataset else []
+    st.plotly_chart(charts.tradeoff(st.session_state["tradeoff"], uniform), width="stretch", key="tradeoff")
     st.caption("Each point prunes to a FLOPs target by a global threshold on γ; γ exactly tied (polarization's "
                "spike at 0) are told apart by |β|, smaller first (polar.sweep). \"No regularizer\": the trained "
-               "baseline itself, pruned the same way.")
+               "baseline itself, pruned the same way."
+               + (f" Uniform width (the paper's plain baseline): the same {settings.model} with every prunable layer "
+                  f"thinner by one factor, trained from scratch at that width — from the committed study "
+                  f"({uniform[0]['seeds']} seeds; its budget is in results/{study.parent.name}/), not from this run."
+                  if uniform else ""))
