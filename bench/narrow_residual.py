@@ -1,10 +1,10 @@
 """What narrowing the residual stream buys on a trained polarized network: pruned at its valley threshold without
 and with ``narrow_residual`` (exact widths and ``round_to=8``): residual-stream widths, FLOPs and CPU latency.
 
-    python bench/narrow_residual.py --run runs/polar_vs_l1/resnet20_cifar10/polar   # a run of bench/polar_vs_l1.py
+    polar train --preset demo --model resnet20 --dataset cifar10 --reg polar --lam 0.00845 --t 1.2 --out runs/r20
+    python bench/narrow_residual.py --run runs/r20
 
-Needs a trained run (polar train or bench/polar_vs_l1.py); prints a table and writes
-results/bench/narrow_residual.json.
+Needs a trained polarized run of a CIFAR ResNet; prints a table and writes results/bench/narrow_residual.json.
 """
 from __future__ import annotations
 
