@@ -2,6 +2,7 @@
 
     python bench/study.py                 # ResNet-20 on CIFAR-10 from the shipped baseline (~1.5-2 h, 2-core CPU)
     python bench/study.py --fast          # tiny and synthetic: the test suite's version
+    python bench/study.py --report        # tables, verdict and figure from the runs finished so far (trains nothing)
 
 Protocol (fixed in this docstring before any of its numbers existed; README quotes it):
 - Start: the trained ResNet-20 baseline Polar ships (``polar.pretrained``), full CIFAR-10. Sparse training from it
@@ -175,6 +176,10 @@ def verdict(summary: pd.DataFrame) -> list[str]:
             if ("polar", target) not in table.index or (other, target) not in table.index:
                 continue
             a, b = table.loc[("polar", target)], table.loc[(other, target)]
+            if min(a["seeds"], b["seeds"]) < len(SEEDS):
+                lines.append(f"VERDICT at {target} FLOPs reduction, polarization vs {other.upper()}: pending "
+                             f"({int(a['seeds'])} and {int(b['seeds'])} of {len(SEEDS)} seeds finished)")
+                continue
             diff = 100 * (a["acc_finetuned"] - b["acc_finetuned"])
             noise = 100 * math.hypot(a["acc_finetuned_std"], b["acc_finetuned_std"])
             if diff > noise:
@@ -218,12 +223,18 @@ def figure(points: pd.DataFrame, summary: pd.DataFrame, results: list[dict], cho
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny and synthetic (the test suite)")
+    parser.add_argument("--report", action="store_true",
+                        help="write the tables, verdict and figure from the finished runs only; train nothing")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--results", default=str(REPO / "results"), help="results/<study>/ is written under this")
     args = parser.parse_args()
-    device = polar.resolve_device(args.device)
     sparse, ucs, grid = (FAST["SPARSE"], FAST["UCS"], FAST["GRID"]) if args.fast else (SPARSE, UCS, GRID)
     dataset, subset = ("synthetic", 20) if args.fast else ("cifar10", 0)
+    if args.report:
+        out = Path(args.results) / f"study_resnet20_{dataset}"
+        write_outputs([json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))], out)
+        return
+    device = polar.resolve_device(args.device)
     data = polar.load_dataset(dataset, device, subset=subset or None)
     start = polar.create_model("resnet20", num_classes=data.num_classes) if args.fast else polar.pretrained("resnet20")
     name = f"study_resnet20_{dataset}"
@@ -238,7 +249,13 @@ def main() -> None:
     for method, params in sorted({(m, json.dumps(p, sort_keys=True)) for (m, _), p in chosen.items()}):
         results += [sparse_run(study, method, json.loads(params), seed) for seed in SEEDS[1:]]
     results += [ucs_run(study, target, seed) for target in TARGETS for seed in SEEDS]
-    points = points_table(results)
+    write_outputs(results, out)
+
+
+def write_outputs(results: list[dict], out: Path) -> None:
+    """points.csv, summary.csv, verdict.txt and study.png from the runs' results (all of them, or those finished)."""
+    points = points_table(results).sort_values(["method", "lam", "t", "seed", "target"]).reset_index(drop=True)
+    chosen = choose(points)
     summary = summarize(points, chosen)
     points.to_csv(out / "points.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
