@@ -47,16 +47,16 @@ class Regularizer:
     terms, e.g. :func:`polar.channel_cost.flops_layer_weights` (the official ``--flops-weighted``); None = all 1.
     """
 
-    def penalized(self, model: nn.Module) -> list[bool]:
-        """For each regularized BN, whether the penalty covers it (all of them, unless a subclass says otherwise)."""
-        return [True] * len(regularized_bns(model))
-
     name = "none"
     lam = 0.0
     layer_weights: list[float] | None = None
 
     def __call__(self, model: nn.Module) -> Tensor:
         raise NotImplementedError
+
+    def penalized(self, model: nn.Module) -> list[bool]:
+        """For each regularized BN, whether the penalty covers it (all of them, unless a subclass says otherwise)."""
+        return [True] * len(regularized_bns(model))
 
     def clamp_(self, model: nn.Module) -> None:
         """Project γ back to the regularizer's domain after an optimizer step (a no-op by default)."""
