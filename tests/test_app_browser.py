@@ -167,7 +167,11 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
 
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # γ before training, drawn on load
     # the caption under the chart arrives a moment after it (the same script run, streamed): wait, don't read once
-    page.get_by_text(re.compile(r"^step 0 · split into a spike")).first.wait_for(timeout=30_000)
+    try:
+        page.get_by_text(re.compile(r"^step 0 · split into a spike")).first.wait_for(timeout=30_000)
+    except Exception:  # seen only in clean-clone CI runs: say what the page showed and what the server logged
+        print(page.inner_text("body")[:3000], "\n--- server log ---\n", server.log_tail(60))
+        raise
     t_load = time.time()
     page.get_by_text("Trainer ready.").wait_for(timeout=60_000)  # on a fresh server: torch imported once
     print(f"\ntrainer ready {time.time() - t_load:.1f}s after the page showed γ")
