@@ -1,6 +1,6 @@
 """Polar explorer: train the same network with polarization and with L1 side by side, watch γ, prune, compare.
 
-    streamlit run app/Home.py
+    streamlit run app/serve.py     (or app/Home.py: the same app, without importing torch before the first visit)
 
 A thin layer over the ``polar`` library: the settings live in the sidebar (and the URL), each duel trains in a
 trainer process of a server-wide pool (app/trainers.py), and every chart is drawn from the snapshots it publishes.

@@ -70,7 +70,10 @@ def serve(conn: Connection) -> None:
     """Wait for one job, then train it as the parent commands."""
     if not conn.poll(IDLE_EXIT_S):
         return
-    kind, job = conn.recv()
+    try:
+        kind, job = conn.recv()
+    except OSError:  # the server stopped while sending (the pipe closed mid-message): nobody to train for
+        return
     if kind != "job":
         return
     try:

@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 class Server:
-    """``streamlit run app/Home.py`` on a free port, under ``ulimit -n 1024`` (a common default): what a class
+    """``streamlit run app/serve.py`` on a free port, under ``ulimit -n 1024`` (a common default): what a class
     of users would reach."""
 
     def __init__(self, runs: Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
@@ -53,7 +53,7 @@ class Server:
         self.log = runs / "server.log"  # the server's and its trainers' output, quoted when a test fails
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port",
+                [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "serve.py"), "--server.port",
                  str(self.port), "--server.headless", "true"], cwd=cwd, env=env, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
         deadline = time.time() + 60
@@ -67,24 +67,33 @@ class Server:
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
-    def trainers(self) -> int:
+    def trainer_pids(self) -> list[int]:
         """Trainer processes this server started (prepared, running or spare)."""
-        count = 0
+        pids = []
         for pid in os.listdir("/proc"):
             try:
                 if pid.isdigit() and b"polar.duel_process" in Path(f"/proc/{pid}/cmdline").read_bytes() \
                         and int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    count += 1
+                    pids.append(int(pid))
             except (OSError, ValueError, IndexError):
                 pass
-        return count
+        return pids
+
+    def trainers(self) -> int:
+        return len(self.trainer_pids())
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
+        """Stop the server and wait (up to 30 s) until its trainers have exited too: a trainer still importing torch
+        when its server stops only notices at its first poll, and the next test's timings must not pay for it."""
+        trainers = self.trainer_pids()
         self.proc.terminate()
         self.proc.wait(timeout=30)
+        deadline = time.time() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in trainers) and time.time() < deadline:
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
