@@ -17,7 +17,7 @@ from .export import export_onnx
 from .flops import Cost, cost, count_macs, flops_reduction
 from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share, valley
 from .grid import GRID_COLUMNS, grid_summary, read_grid, tl_grid
-from .latency import deployed_latency, latency_ms, paired_latency_ms
+from .latency import deployed_latency, latency_ms, paired_latency_ms, steady_allocator
 from .models import ChannelSet, PrunableModel, channel_sets, create_model, list_models, regularized_bns, sparse_bns
 from .pretrained import list_pretrained, pretrained
 from .prune import mask, prune
@@ -52,7 +52,7 @@ __all__ = [
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
     "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization", "export_onnx",
-    "deployed_latency", "latency_ms", "paired_latency_ms", "PrunableModel", "ChannelSet", "channel_sets",
-    "channel_macs", "flops_layer_weights", "uniform_width_model", "tl_grid", "read_grid", "grid_summary",
-    "GRID_COLUMNS",
+    "deployed_latency", "latency_ms", "paired_latency_ms", "steady_allocator", "PrunableModel", "ChannelSet",
+    "channel_sets", "channel_macs", "flops_layer_weights", "uniform_width_model", "tl_grid", "read_grid",
+    "grid_summary", "GRID_COLUMNS",
 ]

@@ -26,10 +26,14 @@ def test_throughput_and_speedup_scripts_run(tmp_path: Path) -> None:
     assert result["ratio"] > 0 and "baseline_workers0" in result["median"] and "def main" in result["code"]
     assert set(result["ratios"]) == {"polar_fp32", "polar_bf16"} and result["bf16"] == polar.uses_bf16(
         polar.resolve_device("cpu"), True)
-    _run("bench/prune_speedup.py", "--models", "resnet20", "--repeats", "1", "--out", str(tmp_path))
-    rows = json.loads((tmp_path / "prune_speedup_channels_last.json").read_text())["rows"]
-    assert [(r["model"], r["round_to"]) for r in rows] == [("resnet20", 1), ("resnet20", 8)]
+    _run("bench/prune_speedup.py", "--models", "resnet20", "--repeats", "1", "--rounds", "1", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "prune_speedup.json").read_text())["rows"]
+    assert [(r["model"], r["round_to"], r["runtime"]) for r in rows] == [
+        ("resnet20", r, runtime) for r in (1, 8, 16) for runtime in ("PyTorch", "ONNX Runtime")]
     assert all(0.45 < r["flops_reduction"] < 0.6 and r["ideal_speedup"] > 1.8 for r in rows)
+    _run("bench/conv_widths.py", "--batch", "2", "--repeats", "1", "--out", str(tmp_path))
+    convs = json.loads((tmp_path / "conv_widths.json").read_text())["rows"]
+    assert len(convs) == 12 and all(r["ms"] > 0 for r in convs)
 
 
 def test_duel_script_runs(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 outputs (within 1e-4 of the largest logit) at several batch sizes."""
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +41,23 @@ def test_deployed_latency_times_both_runtimes() -> None:
     assert list(table["runtime"]) == ["PyTorch", "PyTorch", "ONNX Runtime", "ONNX Runtime"]
     assert (table[["original_ms", "pruned_ms", "speedup"]] > 0).all().all()
     assert table["macs_ratio"].iloc[0] == polar.cost(model).macs / polar.cost(small).macs > 1
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_steady_allocator_takes_effect_in_its_own_process() -> None:
+    """In a child process (it is process-wide and permanent): mallopt accepts both settings, and a large tensor freed
+    and allocated again no longer comes from a fresh mmap (its page faults are gone)."""
+    script = """
+import resource, torch, polar
+def faults():
+    for _ in range(3):
+        x = torch.empty(8 * 1024 * 1024 // 4); x.fill_(1.0); del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+faults(); a = faults(); b = faults()
+assert polar.steady_allocator()
+faults(); c = faults(); d = faults()
+print(b - a, d - c)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    before, after = int(out[0]), int(out[1])
+    assert after < before / 10, (before, after)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import polar
+from polar.models._common import FoldedBias
 from polar.sweep import separate_ties
 from polar.threshold import paper_valley
 
@@ -239,6 +240,28 @@ def test_narrow_residual_changes_nothing_without_constant_channels() -> None:
         for stage in (resnet.layer2, resnet.layer3):
             stage[-1].bn2.weight.fill_(0.5)  # one live writer on every residual channel: nothing may narrow
     assert "stream_channels" not in polar.prune(resnet, 0.06, narrow_residual=True).spec()
+
+
+def test_folded_maps_follow_the_models_memory_format_and_old_3d_maps_still_load(tmp_path: Path) -> None:
+    """The folded border maps are 4-D so that ``.to(memory_format=channels_last)`` lays them out as the activations
+    (an NCHW map added to NHWC activations is read across the grain); files saved with 3-D maps still load."""
+    small = polar.prune(polarize_randomly(polar.create_model("resnet20")), 0.06).eval()
+    folds = [m for m in small.modules() if isinstance(m, FoldedBias) and m.bias is not None]
+    assert any(m.bias.shape[-1] > 1 for m in folds) and all(m.bias.dim() == 4 for m in folds)  # border maps exist
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = small(x)
+        fast = copy.deepcopy(small).to(memory_format=torch.channels_last)
+        assert all(m.bias.is_contiguous(memory_format=torch.channels_last) for m in fast.modules()
+                   if isinstance(m, FoldedBias) and m.bias is not None)
+        _outputs_match(expected, fast(x.to(memory_format=torch.channels_last)))
+        polar.save(small, tmp_path / "new.pt")
+        record = torch.load(tmp_path / "new.pt", weights_only=True)
+        folded = {name + ".bias" for name, m in small.named_modules() if isinstance(m, FoldedBias)}
+        record["state_dict"] = {k: v[0] if k in folded else v  # as saved before the maps were 4-D
+                                for k, v in record["state_dict"].items()}
+        torch.save(record, tmp_path / "old.pt")
+        assert torch.equal(polar.load(tmp_path / "old.pt")(x), expected)
 
 
 def test_channels_last_residual_scatter_matches_nchw() -> None:

@@ -66,15 +66,15 @@ def prune_linear_in(fc: nn.Linear, keep: Tensor) -> None:
 def prune_folded_bias(fold: FoldedBias, keep: Tensor) -> None:
     """Keep the channels ``keep`` of a folded bias (when the conv it follows loses output channels)."""
     if fold.bias is not None:
-        fold.bias = fold.bias.index_select(0, keep.to(fold.bias.device)).clone()
+        fold.bias = fold.bias.index_select(1, keep.to(fold.bias.device)).clone()
 
 
 def add_fold(fold: FoldedBias, value: Tensor) -> None:
-    """Add a (C, H, W) map to a folded bias; store it as (C, 1, 1) when it is spatially constant (then the pruned
-    model also runs at other input sizes)."""
-    total = value if fold.bias is None else fold.bias + value
-    if torch.equal(total, total[:, :1, :1].expand_as(total)):
-        total = total[:, :1, :1]
+    """Add a (C, H, W) map to a folded bias; store it as (1, C, 1, 1) when it is spatially constant (then the
+    pruned model also runs at other input sizes), as (1, C, H, W) otherwise."""
+    total = value.unsqueeze(0) if fold.bias is None else fold.bias + value
+    if torch.equal(total, total[:, :, :1, :1].expand_as(total)):
+        total = total[:, :, :1, :1]
     fold.bias = total.detach().clone()
 
 
