@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write_text
 from .compare import finetune_config
-from .config import SCHEDULES, ConfigError, TrainConfig
+from .config import SCHEDULES, ConfigError, TrainConfig, parse_numbers
 from .device import rank_world, resolve_device
 from .runs import RunDir
 from .train import EpochEvent, StepEvent, train
@@ -303,23 +303,13 @@ def cmd_search(args: argparse.Namespace) -> None:
           f"all trials in {args.out}/trials.csv")
 
 
-def _numbers(text: str, flag: str, cast: Callable[[str], Any] = float) -> list:
-    try:
-        values = [cast(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"{flag} must be comma-separated numbers, e.g. 0.005,0.01; got {text!r}")
-    return values
-
-
 def cmd_grid(args: argparse.Namespace) -> None:
     from .datasets import load_training_data
     from .grid import grid_summary, read_grid, tl_grid
     from .train import initial_model
 
-    lams, ts = _numbers(args.lams, "--lams"), _numbers(args.ts, "--ts")
-    seeds = _numbers(args.seeds, "--seeds", int)
+    lams, ts = parse_numbers(args.lams, "--lams", limit="lam"), parse_numbers(args.ts, "--ts", limit="t")
+    seeds = parse_numbers(args.seeds, "--seeds", int)
     cfg = TrainConfig.from_preset(args.preset, **{"reg": "polar", **_overrides(args)})
     for lam, t in ((lam, t) for lam in lams for t in ts):
         dataclasses.replace(cfg, lam=lam, t=t)  # a one-line error for an out-of-range value, before any training

@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range", "is_finite_number"]
+__all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range", "is_finite_number",
+           "parse_numbers"]
 
 
 class ConfigError(ValueError):
@@ -94,6 +96,22 @@ def check_range(name: str, value: float) -> float:
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be in [{lo:g}, {hi:g}], got {value:g}")
     return value
+
+
+def parse_numbers(text: str, name: str, cast: Callable[[str], Any] = float, limit: str | None = None) -> list:
+    """Comma-separated numbers (a grid's λ values, its seeds…) as a list; a ConfigError naming ``name`` (what the
+    user typed into) with an example when the text holds none or anything that is not a finite number. With
+    ``limit`` (a LIMITS key) each value is also checked against its range, so the CLI and the explorer refuse the
+    same grids with the same words."""
+    try:
+        values = [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(is_finite_number(v) for v in values):
+        raise ConfigError(f"{name} must be comma-separated numbers, e.g. 0.005,0.01; got {text!r}")
+    for value in values if limit else ():
+        check_range(limit, value)
+    return values
 
 
 @dataclass

@@ -44,13 +44,6 @@ def cli_flags(cfg: polar.TrainConfig) -> list[str]:
     return flags
 
 
-def parse(text: str, cast=float) -> list:
-    values = [cast(v) for v in text.replace(" ", "").split(",") if v]
-    if not values:
-        raise ValueError("give at least one value")
-    return values
-
-
 st.title("t and λ sweep (the paper's Figure 3)")
 st.markdown("Each point trains the sidebar's start under **polarization** at one (λ, t) for the sidebar's epochs, "
             "prunes it at its own valley and measures the test accuracy — no fine-tuning. Larger λ and larger t push "
@@ -62,11 +55,8 @@ t_text = c2.text_input("t values", value="1.0, 1.2, 1.4", key="grid_ts")
 repeats = c3.number_input("repeats (seeds)", 1, 5, value=1, key="grid_repeats",
                           help="the chart shows the mean and the spread over seeds")
 try:
-    lams, ts = parse(lam_text), parse(t_text)
-    for value in lams:
-        polar.check_range("lam", value)
-    for value in ts:
-        polar.check_range("t", value)
+    lams = polar.parse_numbers(lam_text, "λ values", limit="lam")
+    ts = polar.parse_numbers(t_text, "t values", limit="t")
     base = settings.configs()["polar"]
 except (ValueError, polar.ConfigError) as err:
     st.error(f"Fix the grid: {err}")
