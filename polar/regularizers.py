@@ -7,6 +7,7 @@ subgradient and both methods go through the same training code.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -67,21 +68,34 @@ class Regularizer:
             if not all(0.0 <= w < float("inf") for w in layer_weights):
                 raise ValueError(f"layer weights must be finite and >= 0, got {layer_weights}")
         self.layer_weights = layer_weights
+        # per model: its penalized BNs and each γ's weight. They depend on the architecture only, and finding them
+        # walks the module tree three times and builds the weights (~1.7 ms of a weighted ResNet-20 step on CPU)
+        self._layouts: weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], Tensor | None]] = \
+            weakref.WeakKeyDictionary()
 
-    def _gammas_and_weights(self, model: nn.Module) -> tuple[Tensor, Tensor | None]:
-        """The penalized γ as one flat tensor, and each γ's layer weight (None when unweighted)."""
+    def _layout(self, model: nn.Module) -> tuple[list[nn.Module], Tensor | None]:
         regularized = regularized_bns(model)
         if self.layer_weights is not None and len(self.layer_weights) != len(regularized):
             raise ValueError(f"{len(self.layer_weights)} layer weights for {len(regularized)} regularized BNs; "
                              "compute them for this model (polar.channel_cost.flops_layer_weights)")
         chosen = [i for i, covered in enumerate(self.penalized(model)) if covered]
         bns = [regularized[i] for i in chosen]
-        gamma = torch.cat([bn.weight.view(-1) for bn in bns])
         if self.layer_weights is None:
-            return gamma, None
-        sizes = torch.tensor([bn.num_features for bn in bns], device=gamma.device)
-        weights = torch.tensor([self.layer_weights[i] for i in chosen], dtype=gamma.dtype, device=gamma.device)
-        return gamma, weights.repeat_interleave(sizes)
+            return bns, None
+        sizes = torch.tensor([bn.num_features for bn in bns])
+        return bns, torch.tensor([self.layer_weights[i] for i in chosen]).repeat_interleave(sizes)
+
+    def _gammas_and_weights(self, model: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """The penalized γ as one flat tensor, and each γ's layer weight (None when unweighted)."""
+        layout = self._layouts.get(model)
+        if layout is None:
+            layout = self._layouts[model] = self._layout(model)
+        bns, weights = layout
+        gamma = torch.cat([bn.weight.view(-1) for bn in bns])
+        if weights is not None and (weights.device != gamma.device or weights.dtype != gamma.dtype):
+            weights = weights.to(gamma)
+            self._layouts[model] = (bns, weights)
+        return gamma, weights
 
 
 class Polarization(Regularizer):

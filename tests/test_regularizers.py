@@ -184,6 +184,22 @@ def test_flops_weights_scale_each_layers_terms() -> None:
         polar.TrainConfig(flops_weights="1.5,0.5")
 
 
+def test_a_regularizer_keeps_one_layout_per_model() -> None:
+    """The penalized BNs and their weights are found once per model (they depend on its architecture only): the
+    same regularizer then serves a second, pruned model with its own layout, after the first one's γ changed."""
+    model = polar.create_model("resnet20")
+    _randomise_gammas(model, seed=4)
+    reg = polar.Polarization(0.1, t=1.2)
+    first = reg(model).item()
+    small = polar.prune(model, 0.3)
+    assert polar.cost(small).macs < polar.cost(model).macs
+    g = polar.sparse_gammas(small).detach().double()
+    assert reg(small).item() == pytest.approx(0.1 * (1.2 * g.abs() - (g - g.mean()).abs()).sum().item(), rel=1e-5)
+    with torch.no_grad():
+        model.layer1[0].bn1.weight.mul_(2)
+    assert reg(model).item() != first
+
+
 def test_flops_weighting_prunes_the_expensive_layer_more() -> None:
     """A toy of two layers whose channels the task needs equally, one 4x costlier per channel: weighted by cost, the
     penalty sends more of the expensive layer's γ to 0; unweighted, both lose the same share."""
