@@ -20,7 +20,7 @@ from .grid import GRID_COLUMNS, grid_summary, read_grid, tl_grid
 from .latency import deployed_latency, latency_ms, paired_latency_ms, steady_allocator
 from .models import ChannelSet, PrunableModel, channel_sets, create_model, list_models, regularized_bns, sparse_bns
 from .pretrained import list_pretrained, pretrained
-from .prune import mask, prune
+from .prune import mask, prune, prune_to_widths
 from .regularizers import (
                            L1,
                            NoRegularizer,
@@ -44,15 +44,14 @@ from .uniform import uniform_width_model
 __all__ = [
     "create_model", "list_models", "sparse_bns", "regularized_bns", "Polarization", "L1", "NoRegularizer",
     "make_regularizer", "sparse_gammas", "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent",
-    "EpochEvent", "evaluate",
-    "gamma_snapshot", "resolve_device", "rank_world", "autocast", "uses_bf16", "synchronize", "load_dataset",
-    "load_images", "DeviceDataset", "ImageTensors", "RunDir", "save", "load", "ConfigError", "DatasetError",
-    "CheckpointError", "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune", "count_macs",
-    "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
+    "EpochEvent", "evaluate", "gamma_snapshot", "resolve_device", "rank_world", "autocast", "uses_bf16", "synchronize",
+    "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir", "save", "load", "ConfigError",
+    "DatasetError", "CheckpointError", "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune",
+    "count_macs", "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
     "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
     "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
     "parse_numbers", "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization",
     "export_onnx", "deployed_latency", "latency_ms", "paired_latency_ms", "steady_allocator", "PrunableModel",
-    "ChannelSet", "channel_sets", "channel_macs", "flops_layer_weights", "uniform_width_model", "tl_grid", "read_grid",
-    "grid_summary", "GRID_COLUMNS",
+    "ChannelSet", "channel_sets", "channel_macs", "prune_to_widths", "flops_layer_weights", "uniform_width_model",
+    "tl_grid", "read_grid", "grid_summary", "GRID_COLUMNS",
 ]

@@ -7,14 +7,11 @@ gives those weights for ``polar.Polarization(layer_weights=...)``.
 """
 from __future__ import annotations
 
-import copy
-
-import torch
 from torch import nn
 
 from .flops import count_macs
-from .models import channel_sets, regularized_bns, sparse_bns, unwrap
-from .prune import prune
+from .models import channel_sets, regularized_bns, unwrap
+from .prune import prune_to_widths
 
 __all__ = ["channel_macs", "flops_layer_weights"]
 
@@ -22,22 +19,13 @@ __all__ = ["channel_macs", "flops_layer_weights"]
 def channel_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> list[int]:
     """For each channel set (``polar.channel_sets`` order), the MACs one image saves when one of its channels goes.
 
-    Exact, not estimated: each set in turn loses one channel of a copy (``polar.prune``, constants folded) and the
-    copy is counted. A set down to its last channel that must keep it saves 0.
+    Exact, not estimated: each set in turn loses one channel of a copy (``polar.prune_to_widths``, constants folded)
+    and the copy is counted. A set down to its last channel that must keep it saves 0.
     """
-    probe = copy.deepcopy(unwrap(model)).eval()
-    with torch.no_grad():
-        for bn in sparse_bns(probe):
-            bn.weight.fill_(1.0)
-    full = count_macs(probe, input_size)[0]
-    saved = []
-    for index in range(len(channel_sets(probe))):
-        one_gone = copy.deepcopy(probe)
-        with torch.no_grad():
-            for bn in channel_sets(one_gone)[index].bns:
-                bn.weight[0] = 0.0
-        saved.append(full - count_macs(prune(one_gone, 0.5), input_size)[0])
-    return saved
+    widths = [cs.bns[0].num_features for cs in channel_sets(unwrap(model))]
+    full = count_macs(prune_to_widths(model, widths), input_size)[0]
+    return [full - count_macs(prune_to_widths(model, widths[:i] + [w - 1] + widths[i + 1:]), input_size)[0]
+            for i, w in enumerate(widths)]
 
 
 def flops_layer_weights(model: nn.Module, low: float, high: float,

@@ -8,12 +8,11 @@ model family gets it without a family-specific rule.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .flops import count_macs
 from .models import channel_sets, create_model
-from .prune import prune
+from .prune import prune_to_widths
 
 __all__ = ["uniform_width_model"]
 
@@ -21,13 +20,7 @@ __all__ = ["uniform_width_model"]
 def _scaled(name: str, scale: float, num_classes: int) -> nn.Module:
     """A fresh ``name`` whose channel sets keep ``max(1, round(scale · width))`` channels each, freshly initialized."""
     template = create_model(name, num_classes=num_classes)
-    with torch.no_grad():
-        for cs in channel_sets(template):
-            width = cs.bns[0].num_features
-            keep = max(1, round(scale * width))
-            for bn in cs.bns:
-                bn.weight.copy_((torch.arange(width) < keep).float())
-    thin = prune(template, 0.5)
+    thin = prune_to_widths(template, [max(1, round(scale * cs.bns[0].num_features)) for cs in channel_sets(template)])
     return create_model(name, **thin.spec())  # the architecture only: new weights, not the template's
 
 

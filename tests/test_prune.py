@@ -379,3 +379,13 @@ def test_uniform_width_model_scales_every_prunable_layer_to_the_target_flops(nam
         assert narrow.bns[0].num_features == max(1, round(scale * wide.bns[0].num_features))
     assert all(torch.all(bn.weight == 0.5) for bn in polar.sparse_bns(thin))  # a fresh model, not a pruned one
     assert thin(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_prune_to_widths_keeps_the_first_channels_of_each_set() -> None:
+    model = polar.create_model("resnet20")
+    widths = [max(1, cs.bns[0].num_features // (2 + i % 3)) for i, cs in enumerate(polar.channel_sets(model))]
+    thin = polar.prune_to_widths(model, widths)
+    assert [cs.bns[0].num_features for cs in polar.channel_sets(thin)] == widths
+    assert [cs.bns[0].num_features for cs in polar.channel_sets(model)] != widths  # the model itself is untouched
+    with pytest.raises(ValueError, match="widths for"):
+        polar.prune_to_widths(model, widths[:-1])

@@ -18,6 +18,10 @@ registers it with ``surgery.remove_channels``. What pruning needs from a model i
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
+import torch
 from torch import nn
 
 from ..models import ChannelSet, channel_sets, unwrap
@@ -34,9 +38,9 @@ from .layers import (
 from .plan import Threshold, layer_thresholds, mask, masked_copy, plan_removal
 from .surgery import Removal, remove_channels
 
-__all__ = ["mask", "prune", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in", "prune_depthwise",
-           "prune_bn", "prune_linear_in", "prune_linear_out", "prune_folded_bias", "layer_thresholds", "Threshold",
-           "Removal", "remove_channels"]
+__all__ = ["mask", "prune", "prune_to_widths", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in",
+           "prune_depthwise", "prune_bn", "prune_linear_in", "prune_linear_out", "prune_folded_bias",
+           "layer_thresholds", "Threshold", "Removal", "remove_channels"]
 
 
 def _sizes(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -69,3 +73,20 @@ def prune(model: nn.Module, threshold: Threshold, zero_beta: bool = False,
     removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(small), plan)}
     remove_channels(small, Removal(removed, _sizes(small, input_size), narrow_residual, round_to))
     return small
+
+
+def prune_to_widths(model: nn.Module, widths: Sequence[int]) -> nn.Module:
+    """A copy of ``model`` whose channel sets (``channel_sets`` order) keep their first ``widths[i]`` channels: the
+    architecture a given set of widths makes, for counting what it costs (``polar.channel_macs``) or building a
+    uniformly thinner model (``polar.uniform_width_model``). The γ of the copy are set to 1 (kept) and 0 (removed)
+    and the removed channels' constants are folded, as ``prune`` does; the weights are the model's own otherwise.
+    """
+    probe = copy.deepcopy(unwrap(model))
+    sets = channel_sets(probe)
+    if len(widths) != len(sets):
+        raise ValueError(f"{len(widths)} widths for {len(sets)} channel sets; give one per polar.channel_sets entry")
+    with torch.no_grad():
+        for cs, width in zip(sets, widths):
+            for bn in cs.bns:
+                bn.weight.copy_((torch.arange(bn.num_features, device=bn.weight.device) < width).float())
+    return prune(probe, 0.5)
