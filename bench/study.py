@@ -193,6 +193,33 @@ def verdict(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+METHOD_NAMES = {"polar": "polarization", "l1": "L1 (network slimming)", "ucs": "uniform width (UCS)"}
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as the README shows it (table.md): mean ± std in percent, a dash where a method has no value."""
+    def cell(row: pd.Series, column: str) -> str:
+        mean, std = 100 * row[column], 100 * row[column + "_std"]
+        if math.isnan(mean):
+            return "–"
+        return f"{mean:.2f} ± {std:.2f}" if row["seeds"] > 1 else f"{mean:.2f}"
+
+    def setting(row: pd.Series) -> str:
+        if row["method"] == "ucs":
+            return f"{UCS['epochs']} epochs from scratch"
+        params = json.loads(row["params"])
+        return f"λ {params['lam']:g}" + (f", t {params['t']:g}" if "t" in params else "")
+
+    lines = ["| target | method | chosen setting | seeds | FLOPs reduction | acc after pruning (folded) | "
+             "acc, β dropped | acc after fine-tuning |", "|---|---|---|---|---|---|---|---|"]
+    order = {"50%": 0, "70%": 1, "valley": 2}
+    for _, row in sorted(summary.iterrows(), key=lambda r: (order.get(r[1]["target"], 3), r[1]["method"])):
+        lines.append(f"| {row['target']} | {METHOD_NAMES[row['method']]} | {setting(row)} | {int(row['seeds'])} | "
+                     f"{100 * row['flops_reduction']:.1f} % | {cell(row, 'acc_pruned')} | "
+                     f"{cell(row, 'acc_zero_beta')} | {cell(row, 'acc_finetuned')} |")
+    return "\n".join(lines) + "\n"
+
+
 def figure(points: pd.DataFrame, summary: pd.DataFrame, results: list[dict], chosen: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     colors = {"polar": "tab:blue", "l1": "tab:orange", "ucs": "tab:green"}
@@ -253,12 +280,14 @@ def main() -> None:
 
 
 def write_outputs(results: list[dict], out: Path) -> None:
-    """points.csv, summary.csv, verdict.txt and study.png from the runs' results (all of them, or those finished)."""
+    """points.csv, summary.csv, table.md, verdict.txt and study.png from the runs' results (all of them, or those
+    finished)."""
     points = points_table(results).sort_values(["method", "lam", "t", "seed", "target"]).reset_index(drop=True)
     chosen = choose(points)
     summary = summarize(points, chosen)
     points.to_csv(out / "points.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
+    atomic_write_text(markdown_table(summary), out / "table.md")
     lines = verdict(summary)
     atomic_write_text("\n".join(lines) + "\n", out / "verdict.txt")
     figure(points, summary, results, chosen, out / "study.png")

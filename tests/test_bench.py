@@ -63,7 +63,18 @@ def test_study_fast_mode_keeps_every_point_chooses_reruns_and_resumes(tmp_path: 
     assert study.summarize(points, chosen)[["method", "target", "acc_finetuned"]].round(6).equals(
         summary[["method", "target", "acc_finetuned"]].round(6))
     assert (out / "verdict.txt").read_text().splitlines() == study.verdict(summary)  # computed, never typed
+    assert (out / "table.md").read_text() == study.markdown_table(summary)
+    assert len((out / "table.md").read_text().splitlines()) == 2 + len(summary)
     assert (out / "study.png").stat().st_size > 10_000
     cached = sorted(p.name for p in (out / "runs").iterdir())
     again = _run("bench/study.py", "--fast", "--results", str(tmp_path))
     assert "done in" not in again.stdout and sorted(p.name for p in (out / "runs").iterdir()) == cached  # resumed
+
+
+def test_readme_quotes_the_committed_study_as_its_script_wrote_it() -> None:
+    """The README's study table and verdict are pasted from results/<study>/table.md and verdict.txt, never typed:
+    they must still match what ``bench/study.py --report`` wrote."""
+    readme = (REPO / "README.md").read_text()
+    folder = REPO / "results" / "study_resnet20_cifar10"
+    assert (folder / "table.md").read_text() in readme
+    assert f"```text\n{(folder / 'verdict.txt').read_text()}```" in readme
