@@ -311,8 +311,6 @@ def cmd_grid(args: argparse.Namespace) -> None:
     lams, ts = parse_numbers(args.lams, "--lams", limit="lam"), parse_numbers(args.ts, "--ts", limit="t")
     seeds = parse_numbers(args.seeds, "--seeds", int)
     cfg = TrainConfig.from_preset(args.preset, **{"reg": "polar", **_overrides(args)})
-    for lam, t in ((lam, t) for lam in lams for t in ts):
-        dataclasses.replace(cfg, lam=lam, t=t)  # a one-line error for an out-of-range value, before any training
     out = _writable_dir(args.out, "--out")
     device = resolve_device(cfg.device)
     data = load_training_data(cfg, device)
