@@ -7,7 +7,8 @@ cross-channel layer (conv or linear) or, for a ResNet block's output, into the r
 borders included — where the paper's code drops it (``zero_beta=True`` reproduces that: γ and β zeroed).
 
 Two options trade exact thresholding for speed: ``round_to`` keeps channel counts at multiples of, say, 8 (oneDNN's
-convs run up to 2x slower on odd widths than on the next multiple of 8), and ``narrow_residual`` removes residual
+convs run up to 2x slower on odd widths than on the next multiple of 8; on AVX-512 it computes output channels in
+blocks of 16, so 16 is faster there: bench/conv_widths.py), and ``narrow_residual`` removes residual
 channels of a CIFAR ResNet that no block writes to any more (all their writers are pruned and the channel enters
 the stage as a constant), so the stream itself gets narrower and nothing is scattered back into those channels.
 
