@@ -11,7 +11,7 @@ from .compare import finetune_config, matched_flops, threshold_rules
 from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range, parse_numbers
 from .data import DeviceDataset, ImageTensors
 from .datasets import DatasetError, load_dataset, load_images, load_training_data
-from .device import autocast, rank_world, resolve_device, synchronize, uses_bf16
+from .device import autocast, finish_distributed, rank_world, resolve_device, synchronize, uses_bf16
 from .duel import Duel
 from .export import export_onnx
 from .flops import Cost, cost, count_macs, flops_reduction
@@ -44,14 +44,15 @@ from .uniform import uniform_width_model
 __all__ = [
     "create_model", "list_models", "sparse_bns", "regularized_bns", "Polarization", "L1", "NoRegularizer",
     "make_regularizer", "sparse_gammas", "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent",
-    "EpochEvent", "evaluate", "gamma_snapshot", "resolve_device", "rank_world", "autocast", "uses_bf16", "synchronize",
-    "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir", "save", "load", "ConfigError",
-    "DatasetError", "CheckpointError", "find_threshold", "threshold_for_reduction", "NoValleyError", "mask", "prune",
-    "count_macs", "cost", "Cost", "flops_reduction", "is_polarized", "count_modes", "gamma_histogram", "middle_share",
-    "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model", "load_training_data", "Duel",
-    "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range", "pretrained", "list_pretrained",
-    "parse_numbers", "l1_lambda_for", "valley", "optimal_zero_share", "threshold_rules", "toy_gammas", "polarization",
-    "export_onnx", "deployed_latency", "latency_ms", "paired_latency_ms", "steady_allocator", "PrunableModel",
-    "ChannelSet", "channel_sets", "channel_macs", "prune_to_widths", "flops_layer_weights", "uniform_width_model",
-    "tl_grid", "read_grid", "grid_summary", "GRID_COLUMNS",
+    "EpochEvent", "evaluate", "gamma_snapshot", "resolve_device", "rank_world", "finish_distributed", "autocast",
+    "uses_bf16", "synchronize", "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir", "save",
+    "load", "ConfigError", "DatasetError", "CheckpointError", "find_threshold", "threshold_for_reduction",
+    "NoValleyError", "mask", "prune", "count_macs", "cost", "Cost", "flops_reduction", "is_polarized", "count_modes",
+    "gamma_histogram", "middle_share", "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model",
+    "load_training_data", "Duel", "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range",
+    "pretrained", "list_pretrained", "parse_numbers", "l1_lambda_for", "valley", "optimal_zero_share",
+    "threshold_rules", "toy_gammas", "polarization", "export_onnx", "deployed_latency", "latency_ms",
+    "paired_latency_ms", "steady_allocator", "PrunableModel", "ChannelSet", "channel_sets", "channel_macs",
+    "prune_to_widths", "flops_layer_weights", "uniform_width_model", "tl_grid", "read_grid", "grid_summary",
+    "GRID_COLUMNS",
 ]

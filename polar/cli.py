@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .atomic import atomic_write_text
 from .compare import finetune_config
 from .config import SCHEDULES, ConfigError, TrainConfig, parse_numbers
-from .device import rank_world, resolve_device
+from .device import finish_distributed, rank_world, resolve_device
 from .runs import RunDir
 from .train import EpochEvent, StepEvent, train
 
@@ -334,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
+        finish_distributed()
     except KeyboardInterrupt:
         print("polar: interrupted; the run directory keeps its last complete epoch (continue with --resume)",
               file=sys.stderr)

@@ -79,6 +79,17 @@ def init_distributed(device_spec: str) -> torch.device:
     return device
 
 
+def finish_distributed() -> None:
+    """Leave the torchrun process group, if this process joined one: wait for every rank (a barrier), then destroy it.
+
+    Gloo's worker threads can still hold pending work when one rank exits early; left to interpreter shutdown, that
+    can abort the process (SIGABRT, "terminate called without an active exception", seen once in CI).
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work (for honest timings); nothing on CPU."""
     if device.type == "cuda":

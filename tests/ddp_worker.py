@@ -17,4 +17,4 @@ events = list(polar.train(cfg, model=model))
 steps = sum(isinstance(e, polar.StepEvent) for e in events)
 torch.save({"params": {k: p.detach() for k, p in model.named_parameters()}, "steps": steps,
             "test_acc": events[-1].test_acc}, out / f"rank{dist.get_rank()}.pt")
-dist.destroy_process_group()
+polar.finish_distributed()  # a barrier, then destroy: no rank exits with gloo work pending
