@@ -20,7 +20,7 @@ from .grid import GRID_COLUMNS, grid_summary, read_grid, tl_grid
 from .latency import deployed_latency, latency_ms, paired_latency_ms, steady_allocator
 from .models import ChannelSet, PrunableModel, channel_sets, create_model, list_models, regularized_bns, sparse_bns
 from .pretrained import list_pretrained, pretrained
-from .prune import mask, prune, prune_to_widths
+from .prune import mask, prune, prune_to_widths, pruned_cost, unpruned_cost
 from .regularizers import (
                            L1,
                            NoRegularizer,
@@ -53,6 +53,6 @@ __all__ = [
     "pretrained", "list_pretrained", "parse_numbers", "l1_lambda_for", "valley", "optimal_zero_share",
     "threshold_rules", "toy_gammas", "polarization", "export_onnx", "deployed_latency", "latency_ms",
     "paired_latency_ms", "steady_allocator", "PrunableModel", "ChannelSet", "channel_sets", "channel_macs",
-    "prune_to_widths", "flops_layer_weights", "uniform_width_model", "tl_grid", "read_grid", "grid_summary",
-    "GRID_COLUMNS",
+    "prune_to_widths", "pruned_cost", "unpruned_cost", "flops_layer_weights", "uniform_width_model", "tl_grid",
+    "read_grid", "grid_summary", "GRID_COLUMNS",
 ]

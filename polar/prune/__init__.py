@@ -15,7 +15,9 @@ the stage as a constant), so the stream itself gets narrower and nothing is scat
 The package: ``plan`` decides which channels go (channel sets, thresholds, ``round_to``; ``mask``), ``layers`` holds
 the per-layer surgery (``prune_conv_out``, ``prune_conv_in``, ``prune_bn``, ... and the folding of constants), and
 one module per model family (``vgg``, ``mobilenet``, ``resnet``) combines them along that family's structure and
-registers it with ``surgery.remove_channels``. What pruning needs from a model is ``polar.models.PrunableModel``.
+registers it with ``surgery.remove_channels``, and its cost rule with ``cost.layer_widths``: ``pruned_cost`` counts
+what a threshold would leave without any surgery, for threshold searches. What pruning needs from a model is
+``polar.models.PrunableModel``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import torch
 from torch import nn
 
 from ..models import ChannelSet, channel_sets, unwrap
-from . import mobilenet, resnet, vgg  # noqa: F401  (each registers its family's surgery)
+from . import mobilenet, resnet, vgg  # noqa: F401  (each registers its family's surgery and cost rule)
+from .cost import layer_widths, pruned_channels, pruned_cost, unpruned_cost
 from .layers import (
     prune_bn,
     prune_conv_in,
@@ -39,7 +42,9 @@ from .layers import (
 from .plan import Threshold, layer_thresholds, mask, masked_copy, plan_removal
 from .surgery import Removal, remove_channels
 
-__all__ = ["mask", "prune", "prune_to_widths", "channel_sets", "ChannelSet", "prune_conv_out", "prune_conv_in",
+__all__ = ["mask", "prune", "prune_to_widths", "pruned_cost", "unpruned_cost", "pruned_channels",
+           "layer_widths", "channel_sets",
+           "ChannelSet", "prune_conv_out", "prune_conv_in",
            "prune_depthwise", "prune_bn", "prune_linear_in", "prune_linear_out", "prune_folded_bias",
            "layer_thresholds", "Threshold", "Removal", "remove_channels"]
 

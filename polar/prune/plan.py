@@ -57,12 +57,15 @@ def _removed(cs: ChannelSet, thresholds: dict[int, float], round_to: int) -> Ten
     """Channels of the set to remove: any of its γ ≤ its BN's threshold; sets that must keep one keep the strongest;
     with ``round_to`` the strongest removed channels stay until the kept count is a multiple of it (or the full
     width)."""
-    gammas = torch.stack([bn.weight.detach() for bn in cs.bns])  # (len(bns), C)
-    limits = torch.tensor([thresholds[id(bn)] for bn in cs.bns], dtype=gammas.dtype, device=gammas.device)
-    removed = (gammas <= limits.view(-1, 1)).any(0)
+    gammas = [bn.weight.detach() for bn in cs.bns]
+    removed = gammas[0] <= thresholds[id(cs.bns[0])]
+    for bn, gamma in zip(cs.bns[1:], gammas[1:]):
+        removed |= gamma <= thresholds[id(bn)]
     kept = int((~removed).sum())
     wanted = 0 if kept == 0 and cs.allow_empty else round_up(max(kept, 1), round_to, len(removed))
-    unremove_strongest(removed, gammas.min(0).values, wanted - kept)
+    if wanted > kept:  # (threshold searches plan often: the strength is only computed when it is needed)
+        strength = gammas[0] if len(gammas) == 1 else torch.stack(gammas).min(0).values
+        unremove_strongest(removed, strength, wanted - kept)
     return removed
 
 

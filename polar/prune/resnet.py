@@ -1,11 +1,15 @@
 """ResNet surgery: block-inner channels, block outputs scattered back into the residual stream (or the whole branch
-when it is input-independent), and for CIFAR ResNets optionally the residual stream itself (``narrow_residual``)."""
+when it is input-independent), and for CIFAR ResNets optionally the residual stream itself (``narrow_residual``);
+and the widths that leaves each layer, without the surgery (``resnet_widths``, for ``pruned_cost``)."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..models.resnet import Bottleneck, CifarResNet, ShortcutA, _ResNetBase, option_a_index
+from .cost import Widths, layer_widths
 from .layers import (
     Recorder,
     add_fold,
@@ -65,7 +69,18 @@ def prune_resnet(model: _ResNetBase, removal: Removal) -> None:
         _narrow_streams(model, rec, round_to)
 
 
-def _constant_channels(model: CifarResNet, round_to: int) -> list[Tensor]:
+# A block's stream positions it writes to: an index tensor, slice(None) for all, None for none (no branch)
+Writes = Callable[[nn.Module], "Tensor | slice | None"]
+
+
+def _writes_now(block: nn.Module) -> Tensor | slice | None:
+    """What a block writes to as it is (after the surgery of its own channels)."""
+    if block.conv1 is None:
+        return None
+    return slice(None) if block.keep is None else block.keep.cpu()
+
+
+def _constant_channels(model: CifarResNet, round_to: int, writes: Writes = _writes_now) -> list[Tensor]:
     """Per stage, which positions of its residual stream hold an input-independent value throughout the stage:
     no live block writes to them and they enter the stage as a constant (option A's zero padding, or a channel
     the previous stage narrows). With ``round_to``, enough of them stay that the stream width is a multiple."""
@@ -75,8 +90,9 @@ def _constant_channels(model: CifarResNet, round_to: int) -> list[Tensor]:
         pad = (planes - previous_planes) // 2
         written = torch.zeros(len(chans), dtype=torch.bool)
         for block in stage:
-            if block.conv1 is not None:
-                written[slice(None) if block.keep is None else block.keep.cpu()] = True
+            positions = writes(block)
+            if positions is not None:
+                written[positions] = True
         enters_constant = torch.tensor([c - pad not in previous_kept for c in chans], dtype=torch.bool)
         gone = enters_constant & ~written
         kept = int((~gone).sum())
@@ -153,3 +169,49 @@ def _drop_branch(block: nn.Module) -> None:
         if fold is not None:
             fold.bias = None
     block.keep = None
+
+
+def _dropped(block: nn.Module, removal: Removal) -> bool:
+    """A block one of whose channel sets loses every channel becomes its shortcut (as in ``prune_resnet``)."""
+    return any(bool(removal.channels[id(bn)].all()) for bn in block.sparse_bns())
+
+
+@layer_widths.register
+def resnet_widths(model: _ResNetBase, removal: Removal) -> Widths:
+    """Inside a live block each conv reads the previous BN's kept channels and writes its own; a dropped block
+    loses its branch. With ``narrow_residual`` (CIFAR ResNets) the convs reading the stream and the classifier read
+    the narrowed stream."""
+    widths: Widths = {}
+    live = [b for b in model.blocks() if b.sparse_bns()]
+    for block in live:
+        bns = block.sparse_bns()
+        convs = [block.conv1, block.conv2] + ([block.conv3] if isinstance(block, Bottleneck) else [])
+        if _dropped(block, removal):
+            widths.update({id(m): None for m in convs + bns})
+            continue
+        previous = convs[0].in_channels
+        for conv, bn in zip(convs, bns):
+            kept = int((~removal.channels[id(bn)]).sum())
+            widths[id(conv)], widths[id(bn)] = (previous, kept), (kept, kept)
+            previous = kept
+    if removal.narrow_residual and isinstance(model, CifarResNet):
+        _narrowed_stream_widths(model, removal, live, widths)
+    return widths
+
+
+def _narrowed_stream_widths(model: CifarResNet, removal: Removal, live: list[nn.Module], widths: Widths) -> None:
+    """The stream each stage keeps once ``_narrow_streams`` has run on the planned blocks: its first block's conv1
+    reads the previous stage's stream, the others and the classifier read their own."""
+    def writes(block: nn.Module) -> Tensor | slice | None:
+        if block not in live or _dropped(block, removal):
+            return None
+        kept = ~removal.channels[id(block.sparse_bns()[-1])].cpu()
+        return kept.nonzero().flatten() if block.keep is None else block.keep.cpu()[kept]
+
+    stream = [int((~gone).sum()) for gone in _constant_channels(model, removal.round_to, writes)]
+    for s, stage in enumerate(model.stages()):
+        for i, block in enumerate(stage):
+            shape = widths.get(id(block.conv1))
+            if block.conv1 is not None and shape is not None:
+                widths[id(block.conv1)] = (stream[s - 1] if i == 0 and s else 16 if i == 0 else stream[s], shape[1])
+    widths[id(model.fc)] = (stream[-1], model.fc.out_features)

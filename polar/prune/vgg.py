@@ -1,10 +1,11 @@
 """VGG surgery: each conv's removed channels are folded into the next conv (or the hidden linear layer), the hidden
-layer's into the classifier."""
+layer's into the classifier; and the widths that leaves each layer (for ``pruned_cost``)."""
 from __future__ import annotations
 
 from torch import nn
 
 from ..models.vgg import VGG
+from .cost import Widths, layer_widths
 from .layers import (
     Recorder,
     add_fold,
@@ -59,3 +60,22 @@ def prune_vgg(model: VGG, removal: Removal) -> None:
         prune_bn(bn, keep)
         prune_linear_in(model.classifier, keep)
         model.fc = len(keep)
+
+
+@layer_widths.register
+def vgg_widths(model: VGG, removal: Removal) -> Widths:
+    """Each conv reads the previous set's kept channels and writes its own; the hidden layer (or the classifier)
+    reads the last conv's, the classifier the hidden layer's."""
+    kept = [int((~removal.channels[id(bn)]).sum()) for bn in model.sparse_bns()]
+    layers = [m for m in model.features if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    widths: Widths = {}
+    previous = 3
+    for conv, bn, width in zip(layers[::2], layers[1::2], kept):
+        widths[id(conv)], widths[id(bn)] = (previous, width), (width, width)
+        previous = width
+    if model.hidden is not None:
+        linear, bn = model.hidden[0], model.hidden[1]
+        widths[id(linear)], widths[id(bn)] = (previous, kept[-1]), (kept[-1], kept[-1])
+        previous = kept[-1]
+    widths[id(model.classifier)] = (previous, model.classifier.out_features)
+    return widths
