@@ -17,8 +17,7 @@ from torch import nn
 from .config import SCHEDULES, ConfigError, TrainConfig
 from .data import DeviceDataset
 from .flops import cost, flops_reduction
-from .models import sparse_bns
-from .prune import layer_thresholds, prune
+from .prune import layer_thresholds, prune, pruned_channels, pruned_cost
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .train import evaluate
 
@@ -49,7 +48,7 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
     if threshold is not None:
         assert reference is not None
         base = cost(models[reference])
-        reduction = flops_reduction(base, cost(prune(models[reference], threshold, **options)))
+        reduction = flops_reduction(base, pruned_cost(models[reference], threshold, **options))
         thresholds[reference] = threshold
     for name, model in models.items():
         if name not in thresholds:  # nothing to remove: a threshold below every γ
@@ -59,7 +58,7 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
         model = model.to(data.device).eval()
         small[name] = prune(model, thresholds[name], **options)
         dropped = prune(model, thresholds[name], zero_beta=True, **options)
-        before, after = cost(model), cost(small[name])
+        before, after = cost(model), pruned_cost(model, thresholds[name], **options)
         rows.append({"method": name, "threshold": thresholds[name], "macs": after.macs, "params": after.params,
                      "flops_reduction": flops_reduction(before, after), "acc_unpruned": evaluate(model, data)[1],
                      "acc_pruned": evaluate(small[name], data)[1], "acc_zero_beta": evaluate(dropped, data)[1]})
@@ -88,7 +87,6 @@ def threshold_rules(model: nn.Module, upper: float = 1.0) -> pd.DataFrame:
     """What each threshold rule would do to ``model``: its threshold(s), the channels and the FLOPs it removes.
     A rule that finds no valley prunes nothing (its row says so)."""
     base, rows = cost(model), []
-    channels = sum(bn.num_features for bn in sparse_bns(model))
     for name, kwargs in THRESHOLD_RULES.items():
         try:
             threshold = find_threshold(model, upper=upper, **kwargs)
@@ -96,10 +94,8 @@ def threshold_rules(model: nn.Module, upper: float = 1.0) -> pd.DataFrame:
             rows.append({"rule": name, "threshold": "no valley", "channels pruned": 0, "FLOPs reduction": 0.0})
             continue
         values = list(layer_thresholds(model, threshold).values())
-        small = prune(model, threshold)
         shown = f"{values[0]:.3f}" if not isinstance(threshold, Mapping) else f"{min(values):.3f} – {max(values):.3f}"
-        rows.append({"rule": name, "threshold": shown,
-                     "channels pruned": channels - sum(bn.num_features for bn in sparse_bns(small)),
-                     "FLOPs reduction": flops_reduction(base, cost(small))})
+        rows.append({"rule": name, "threshold": shown, "channels pruned": pruned_channels(model, threshold),
+                     "FLOPs reduction": flops_reduction(base, pruned_cost(model, threshold))})
     import pandas as pd
     return pd.DataFrame(rows)

@@ -25,7 +25,7 @@ from .atomic import atomic_write_text
 from .config import TrainConfig, check_range
 from .data import DeviceDataset
 from .flops import cost, flops_reduction
-from .prune import prune
+from .prune import prune, pruned_cost
 from .threshold import NoValleyError, find_threshold
 from .train import evaluate, train
 
@@ -54,8 +54,8 @@ def grid_point(cfg: TrainConfig, data: DeviceDataset, start: nn.Module, acc_star
     acc_unpruned = evaluate(model, data)[1]
     try:
         threshold: float | None = find_threshold(model, "valley", upper=cfg.upper)
-        small = prune(model, threshold)
-        reduction, acc_pruned = flops_reduction(cost(model), cost(small)), evaluate(small, data)[1]
+        reduction = flops_reduction(cost(model), pruned_cost(model, threshold))
+        acc_pruned = evaluate(prune(model, threshold), data)[1]
     except NoValleyError:
         threshold, reduction, acc_pruned = None, 0.0, acc_unpruned
     acc_start = evaluate(start, data)[1] if acc_start is None else acc_start

@@ -18,7 +18,7 @@ from .config import ConfigError, TrainConfig
 from .datasets import load_training_data
 from .device import resolve_device
 from .flops import cost, flops_reduction
-from .prune import prune
+from .prune import prune, pruned_cost
 from .threshold import NoValleyError, find_threshold
 from .train import EpochEvent, evaluate, initial_model, train
 
@@ -60,8 +60,8 @@ def search_lambda(cfg: TrainConfig, target: float, out: str | Path, tolerance: f
         last = [e for e in train(trial_cfg, run_dir=run_dir, model=model, data=data) if isinstance(e, EpochEvent)][-1]
         try:
             threshold = find_threshold(model, "valley", upper=cfg.upper)
-            small = prune(model, threshold)
-            reduction, pruned_acc = flops_reduction(cost(model), cost(small)), evaluate(small, data)[1]
+            reduction = flops_reduction(cost(model), pruned_cost(model, threshold))
+            pruned_acc = evaluate(prune(model, threshold), data)[1]
         except NoValleyError:
             threshold, reduction, pruned_acc = math.nan, 0.0, math.nan
         trial = Trial(i, lam, threshold, reduction, last.test_acc, pruned_acc, str(run_dir))

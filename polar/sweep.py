@@ -7,7 +7,7 @@ matched FLOPs (network slimming's global-percentile rule, expressed in FLOPs).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from copy import deepcopy
 from typing import TYPE_CHECKING
 
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from .data import DeviceDataset
-from .flops import cost, flops_reduction
+from .flops import flops_reduction
 from .models import sparse_bns
-from .prune import prune
+from .prune import prune, pruned_cost, unpruned_cost
 from .threshold import threshold_for_reduction
 from .train import evaluate
 
@@ -66,7 +66,8 @@ def separate_ties(model: nn.Module) -> nn.Module:
 
 def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | None = None,
           reductions: Sequence[float] | None = None, input_size: tuple[int, ...] | None = None,
-          round_to: int = 1, narrow_residual: bool = False) -> pd.DataFrame:
+          round_to: int = 1, narrow_residual: bool = False,
+          on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """One row per threshold (or per target FLOPs reduction): threshold, MACs, FLOPs, params, FLOPs reduction and
     test accuracy of the pruned model before fine-tuning (folded and ``zero_beta``), plus the unpruned accuracy.
 
@@ -74,26 +75,30 @@ def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | N
     :func:`separate_ties`, so a FLOPs target inside the spike prunes part of it instead of all of it.
 
     Exactly one of ``thresholds`` and ``reductions`` must be given; ``round_to`` and ``narrow_residual`` are
-    ``polar.prune``'s options, used for the threshold search and both prunings.
+    ``polar.prune``'s options, used for the threshold search and both prunings. ``on_row`` is called with each row
+    as soon as it is measured (a page's progress).
     """
     if (thresholds is None) == (reductions is None):
         raise ValueError("give either thresholds or target FLOPs reductions")
     model = separate_ties(model.to(data.device).eval())
-    base = cost(model, input_size)
+    base = unpruned_cost(model, input_size)
     unpruned = evaluate(model, data)[1]
-    targets: list[tuple[float, float | None]] = (
-        [(float(t), None) for t in thresholds] if thresholds is not None
-        else [(threshold_for_reduction(model, r, input_size, round_to=round_to, narrow_residual=narrow_residual),
-               float(r)) for r in reductions or []])
+    targets: list[tuple[float | None, float | None]] = (
+        [(float(t), None) for t in thresholds] if thresholds is not None else [(None, float(r)) for r in reductions])
     options = {"input_size": input_size, "round_to": round_to, "narrow_residual": narrow_residual}
     rows = []
     for threshold, target in targets:
+        if threshold is None:  # counted without pruning (polar.pruned_cost): milliseconds per target
+            threshold = threshold_for_reduction(model, target, input_size, round_to=round_to,
+                                                narrow_residual=narrow_residual)
         folded = prune(model, threshold, **options)
         zero_beta = prune(model, threshold, zero_beta=True, **options)
-        c = cost(folded, input_size)
+        c = pruned_cost(model, threshold, **options)
         rows.append({"threshold": threshold, "target_reduction": target, "macs": c.macs, "flops": c.flops,
                      "params": c.params, "flops_reduction": flops_reduction(base, c),
                      "acc_folded": evaluate(folded, data)[1], "acc_zero_beta": evaluate(zero_beta, data)[1],
                      "acc_unpruned": unpruned})
+        if on_row is not None:
+            on_row(rows[-1])
     import pandas as pd
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -11,10 +11,10 @@ import warnings
 from torch import Tensor, nn
 
 from .config import is_finite_number
-from .flops import cost, flops_reduction
+from .flops import flops_reduction
 from .gamma_stats import NoValleyError, gamma_histogram, valley
 from .models import sparse_bns, unwrap
-from .prune import prune
+from .prune import pruned_cost, unpruned_cost
 from .regularizers import sparse_gammas
 
 __all__ = ["find_threshold", "valley", "paper_valley", "threshold_for_reduction", "NoValleyError"]
@@ -90,18 +90,20 @@ def threshold_for_reduction(model: nn.Module, target: float, input_size: tuple[i
                             tolerance: float = 0.005, round_to: int = 1, narrow_residual: bool = False) -> float:
     """The smallest γ threshold whose pruned model removes at least ``target`` of the FLOPs (bisection over the
     sorted γ; folded pruning with the given ``round_to`` and ``narrow_residual``, see ``polar.prune``). Used to
-    compare methods at matched FLOPs."""
-    if not 0 <= target < 1:
+    compare methods at matched FLOPs.
+
+    Each step counts the candidate with ``polar.pruned_cost`` (exact, without building it): milliseconds per target
+    where pruning and profiling every candidate took seconds (bench/threshold_search.py)."""
+    if not is_finite_number(target) or not 0 <= target < 1:
         raise ValueError(f"target FLOPs reduction must be in [0, 1), got {target}")
-    base = cost(model, input_size)
     gammas = sparse_gammas(model).detach().float().cpu().sort().values
+    base = unpruned_cost(model, input_size)
     lo, hi = 0, len(gammas) - 1  # invariant: threshold gammas[hi] reaches the target (or is the largest)
     while lo < hi:
         mid = (lo + hi) // 2
-        small = prune(model, float(gammas[mid]), input_size=input_size, round_to=round_to,
-                      narrow_residual=narrow_residual)
-        reduction = flops_reduction(base, cost(small, input_size))
-        if reduction >= target - tolerance / 2:
+        small = pruned_cost(model, float(gammas[mid]), input_size=input_size, round_to=round_to,
+                            narrow_residual=narrow_residual)
+        if flops_reduction(base, small) >= target - tolerance / 2:
             hi = mid
         else:
             lo = mid + 1
