@@ -47,6 +47,7 @@ baseline=$!
 log "pytest -m cuda"
 timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py > "$work/cuda_tests.txt" 2>&1
 log "pytest exit $?"
+sed -i -E 's#[^ ]*/polar-site/#<site-packages>/#g' "$work/cuda_tests.txt"  # results/ names no machine's paths
 
 log "torchrun, NCCL, one tiny epoch"
 timeout 60 torchrun --nproc_per_node 1 -m polar train --model resnet20 --dataset cifar10 --subset 100 --epochs 1 \
