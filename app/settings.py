@@ -129,6 +129,12 @@ def _bound(key: str) -> dict[str, Any]:
     return {"key": key, "on_change": _remember, "args": (key,)}
 
 
+def _url_text(value: Any) -> str:
+    """A setting as the URL shows it: numbers in their shortest form at 12 significant digits (a slider's 1.25, not
+    1.2500000000000002), everything else as text."""
+    return f"{value:.12g}" if isinstance(value, float) else str(value)
+
+
 def sidebar() -> Settings:
     """Draw the settings; return their current values.
 
@@ -168,5 +174,5 @@ def sidebar() -> Settings:
                    "network keeps) equally fast; only polarization drives the small ones to 0.")
         st.button("Set L1 λ by the rule", on_click=lambda: _set(l1_lam=rule))
     values = {key: st.session_state[key] for key in _DEFAULTS}
-    st.query_params.from_dict({k: str(v) for k, v in values.items()})
+    st.query_params.from_dict({k: _url_text(v) for k, v in values.items()})
     return Settings(**values)
