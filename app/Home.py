@@ -12,9 +12,8 @@ from settings import sidebar
 
 st.set_page_config(page_title="Polar explorer", page_icon="🧲", layout="wide")
 
-for key, default in {"duel": None, "prune_result": None, "tradeoff": None}.items():
-    if key not in st.session_state:
-        st.session_state[key] = default
+if "duel" not in st.session_state:
+    st.session_state["duel"] = None
 
 if "url_duel" not in st.session_state:  # a reloaded tab names its duel in the URL (the sidebar rewrites the URL)
     st.session_state["url_duel"] = st.query_params.get("duel", "")

@@ -10,6 +10,11 @@ one pickled job and reports snapshots over a socket. The pool, shared by every b
 - stops the trainers of sessions that have gone (a closed tab) once they have been gone for ``orphan_grace_s``;
   within that time a reload of the same URL (``?duel=ID``) adopts its duel again (:meth:`TrainerPool.adopt`).
 Run directories are written by ``polar.train`` itself, atomically, so stopping at any moment loses nothing saved.
+
+The steps after training (prune, fine-tune, trade-off, export, latency: ``polar.after_training``) run the same way,
+as a :class:`TaskHandle` of the duel: a spare child is sent the task instead of a job, takes a slot like a training
+duel (or waits in the same queue), reports its progress, sends its result and exits; cancelling stops it, and a duel
+that stops (its tab gone) cancels its tasks. The server itself never runs a forward pass over a dataset.
 """
 from __future__ import annotations
 
@@ -54,6 +59,22 @@ class Snapshot:
     message: str = ""
 
 
+@dataclass
+class TaskSnapshot:
+    """The latest state of one task; ``result`` holds plain data and bytes once it is done."""
+
+    kind: str
+    state: str = "queued"  # queued | running | done | error | cancelled
+    share: float = 0.0  # of the work done, for a progress bar
+    text: str = "waiting for a free worker"
+    queue_position: int = 0
+    result: dict | None = None
+    message: str = ""
+    requested_at: float = field(default_factory=time.time)
+    first_progress_at: float = 0.0
+    finished_at: float = 0.0
+
+
 class _Child:
     """One ``python -m polar.duel_process`` process and our end of its socket."""
 
@@ -88,6 +109,13 @@ class _Child:
                 self.process.wait()
         self.conn.close()
 
+    def terminate(self) -> None:
+        """Stop it now, whatever it is doing (a cancelled task); reaps the process and closes the socket."""
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+        self.conn.close()
+
 
 class DuelHandle:
     """One duel of one browser session: its configs, its latest snapshot, its models when parked.
@@ -114,6 +142,7 @@ class DuelHandle:
         self._child: _Child | None = None
         self._sent = 0  # commands sent since the job; a "parked" report counts once the child has read them all
         self._pending: tuple | None = None  # the command a queued duel sends once it gets a slot
+        self.tasks: dict[str, TaskHandle] = {}  # the latest task of each kind (prune, finetune, ...)
         hist = {m: polar.gamma_summary(polar.gamma_snapshot(model), self.upper) for m, model in self.models.items()}
         self._snapshot = Snapshot(total_steps=next(iter(cfgs.values())).epochs * self.steps_per_epoch, hist=hist,
                                   published_at=time.time())
@@ -146,8 +175,24 @@ class DuelHandle:
         self._parked.wait(timeout)
         self.pool.wake()
 
+    def run_task(self, kind: str, spec: dict) -> TaskHandle:
+        """Queue a task of ``kind`` (``polar.after_training.TASKS``) for a worker; an earlier one of that kind is
+        cancelled. ``spec`` carries the task's inputs (weights as ``weights_blob`` bytes)."""
+        previous = self.tasks.get(kind)
+        if previous is not None:
+            previous.cancel()
+        first = next(iter(self.cfgs.values()))
+        task = TaskHandle(self.pool, {**spec, "kind": kind, "data": self.data_args, "device": first.device,
+                                      "threads": self.pool.threads_per_trainer})
+        self.tasks[kind] = task
+        self.pool.request_slot(task)
+        return task
+
     def stop(self) -> None:
-        """Stop for good and free the trainer; the run directories keep their last complete epoch."""
+        """Stop for good and free the trainer (and any task's worker); the run directories keep their last
+        complete epoch."""
+        for task in list(self.tasks.values()):
+            task.cancel()
         self.pool.dequeue(self)
         self.pool.forget(self)
         child, self._child = self._child, None
@@ -298,6 +343,89 @@ def _thinned(timeline: list[dict]) -> list[dict]:
     return timeline if len(timeline) <= TIMELINE_POINTS else timeline[:-1:2] + timeline[-1:]
 
 
+class TaskHandle:
+    """One step after training (``polar.after_training``) in a worker process of the pool."""
+
+    def __init__(self, pool: TrainerPool, spec: dict) -> None:
+        self.pool, self.spec = pool, spec
+        self._lock = threading.Lock()
+        self._child: _Child | None = None
+        self._snapshot = TaskSnapshot(kind=spec["kind"])
+
+    def snapshot(self) -> TaskSnapshot:
+        with self._lock:
+            return copy.copy(self._snapshot)
+
+    def active(self) -> bool:
+        return self.snapshot().state in ("queued", "running")
+
+    def cancel(self) -> None:
+        """Stop the task now: out of the queue, or its worker killed."""
+        self.pool.dequeue(self)
+        with self._lock:
+            child, self._child = self._child, None
+            if self._snapshot.state in ("queued", "running"):
+                self._snapshot.state, self._snapshot.finished_at = "cancelled", time.time()
+        if child is not None:
+            child.terminate()
+        self.pool.wake()
+
+    def has_trainer(self) -> bool:
+        return self._child is not None and self._child.alive()
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            for k, v in changes.items():
+                setattr(self._snapshot, k, v)
+
+    def _granted(self) -> None:
+        """A slot is free: take a worker (a spare, which has torch imported) and send it the task."""
+        if self.snapshot().state != "queued":
+            return
+        child = self.pool.new_child()
+        with self._lock:
+            self._child = child
+            self._snapshot.state, self._snapshot.queue_position = "running", 0
+            self._snapshot.text = "starting"
+        child.send_lock.acquire()  # held until the task is sent, as for a duel's job
+        threading.Thread(target=self._send_and_listen, args=(child,), name=f"polar-task-{self.spec['kind']}",
+                         daemon=True).start()
+
+    def _send_and_listen(self, child: _Child) -> None:
+        try:
+            child.conn.send(("task", self.spec))
+        except OSError:
+            pass  # the worker is gone (cancelled): the loop below reports it
+        finally:
+            child.send_lock.release()
+        while True:
+            try:
+                kind, payload = child.conn.recv()
+            except (EOFError, OSError):
+                self._finish(child, "error", message="the worker process exited before it finished")
+                return
+            if kind == "progress":
+                now = time.time()
+                with self._lock:
+                    self._snapshot.share, self._snapshot.text = float(payload["share"]), payload["text"]
+                    self._snapshot.first_progress_at = self._snapshot.first_progress_at or now
+            elif kind == "result":
+                self._finish(child, "done", result=payload, share=1.0, text="done")
+                return
+            elif kind == "failed":
+                self._finish(child, "error", message=payload)
+                return
+
+    def _finish(self, child: _Child, state: str, **changes) -> None:
+        with self._lock:
+            if self._child is child and self._snapshot.state == "running":  # not cancelled meanwhile
+                for k, v in {"state": state, "finished_at": time.time(), **changes}.items():
+                    setattr(self._snapshot, k, v)
+            self._child = None if self._child is child else self._child
+        child.kill(timeout=10.0)  # it exits by itself after its result; reap it
+        self.pool.wake()
+
+
 def _env_int(name: str) -> int:
     """A positive integer from the environment, or 0 (use the default) when unset or malformed."""
     try:
@@ -328,7 +456,7 @@ class TrainerPool:
         self.threads_per_trainer = threads_per_trainer or max(1, (cores - 1) // self.max_running)
         self._lock = threading.RLock()
         self._duels: dict[str, DuelHandle] = {}
-        self._queue: list[DuelHandle] = []
+        self._queue: list[DuelHandle | TaskHandle] = []  # waiting for a slot, in order
         self._spare: list[_Child] = []
         self._orphaned_since: dict[str, float] = {}
         self._closed = threading.Event()
@@ -361,28 +489,34 @@ class TrainerPool:
         with self._lock:
             if duel.has_trainer():
                 return True
+            if self.process_count() >= self.max_processes and not force:
+                return False
+            duel._adopt_child(self.new_child(duel))
+        return True
+
+    def new_child(self, for_duel: DuelHandle | None = None) -> _Child:
+        """A process for a duel or a task that got a slot: a spare if there is one. At ``max_processes`` a
+        prepared-but-idle trainer of another duel is released to make room."""
+        with self._lock:
             if self.process_count() >= self.max_processes:
-                if not force:
-                    return False
-                idle = [d for d in self._duels.values() if d is not duel and d.has_trainer()
+                idle = [d for d in self._duels.values() if d is not for_duel and d.has_trainer()
                         and d.snapshot().state == "idle"]
                 if idle:
                     idle[0]._release_child()
             child = self._spare.pop() if self._spare else _Child()
-            duel._adopt_child(child)
         self.wake()  # make a new spare
-        return True
+        return child
 
-    def request_slot(self, duel: DuelHandle) -> None:
+    def request_slot(self, waiter: DuelHandle | TaskHandle) -> None:
         with self._lock:
-            if duel not in self._queue:
-                self._queue.append(duel)
+            if waiter not in self._queue:
+                self._queue.append(waiter)
         self._schedule()
 
-    def dequeue(self, duel: DuelHandle) -> None:
+    def dequeue(self, waiter: DuelHandle | TaskHandle) -> None:
         with self._lock:
-            if duel in self._queue:
-                self._queue.remove(duel)
+            if waiter in self._queue:
+                self._queue.remove(waiter)
         self.wake()
 
     def forget(self, duel: DuelHandle) -> None:
@@ -394,11 +528,17 @@ class TrainerPool:
     def wake(self) -> None:
         self._wake.set()
 
+    def _tasks(self) -> list[TaskHandle]:
+        return [t for d in list(self._duels.values()) for t in list(d.tasks.values())]
+
     def running_count(self) -> int:
-        return sum(d.snapshot().state == "running" for d in list(self._duels.values()))
+        """Duels training and tasks running: each holds a slot."""
+        return (sum(d.snapshot().state == "running" for d in list(self._duels.values()))
+                + sum(t.snapshot().state == "running" for t in self._tasks()))
 
     def process_count(self) -> int:
-        return len(self._spare) + sum(d.has_trainer() for d in list(self._duels.values()))
+        return (len(self._spare) + sum(d.has_trainer() for d in list(self._duels.values()))
+                + sum(t.has_trainer() for t in self._tasks()))
 
     def close(self) -> None:
         """Stop every duel and spare (the server is shutting down, or a test ends)."""
@@ -417,10 +557,9 @@ class TrainerPool:
         """Grant slots in queue order while fewer than ``max_running`` duels train; number the rest."""
         with self._lock:
             while self._queue and self.running_count() < self.max_running:
-                duel = self._queue.pop(0)
-                duel._granted()
-            for position, duel in enumerate(self._queue, start=1):
-                duel._set(queue_position=position)
+                self._queue.pop(0)._granted()
+            for position, waiter in enumerate(self._queue, start=1):
+                waiter._set(queue_position=position)
 
     def _reap_orphans(self) -> None:
         now = time.time()

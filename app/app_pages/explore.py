@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -18,13 +16,16 @@ import torch
 from settings import Settings
 from streamlit import runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
-from trainers import DuelHandle, TrainerPool
+from trainers import DuelHandle, TaskSnapshot, TrainerPool
 
 import polar
+from polar.duel_process import weights_blob
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
 TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]
+TASK_LABELS = {"prune": "Prune", "finetune": "Fine-tune", "tradeoff": "Trade-off curve", "export": "ONNX export",
+               "latency": "Latency"}
 RESULTS = Path(__file__).resolve().parents[2] / "results"  # committed studies (bench/study.py)
 
 
@@ -130,7 +131,6 @@ if cols[0].button("▶ Start", type="primary", width="stretch",
                   disabled=duel is not None and duel.snapshot().state in ("running", "queued", "done")):
     if duel is None or duel.snapshot().state in ("stopped", "error"):
         duel = set_duel(new_duel(settings))
-        st.session_state.update(prune_result=None, tradeoff=None)
     if duel is not None:
         duel.start()
 if cols[1].button("⏸ Pause", width="stretch",
@@ -146,7 +146,6 @@ if cols[3].button("⟲ Reset", width="stretch", disabled=duel is None):
     duel = set_duel(new_duel(settings) if settings_ok else None)
     if duel is not None:
         duel.prepare()
-    st.session_state.update(prune_result=None, tradeoff=None)
 
 if duel is not None:  # the sidebar rewrote the URL from the settings: name this tab's duel in it again
     st.query_params["duel"] = duel.id
@@ -248,6 +247,8 @@ if not duel.idle():
     st.info("Pause training to prune: the weights are moving.")
     st.stop()
 
+import pandas as pd  # noqa: E402  (here, not at the top: ~0.4 s the first page does not need)
+
 models = duel.models
 try:
     valley = polar.find_threshold(models["polar"], "valley", upper=duel.upper)
@@ -260,69 +261,108 @@ gammas = {m: torch.cat([bn.weight.detach().cpu() for bn in polar.sparse_bns(mode
 c1, c2 = st.columns(2)
 for col, m in zip((c1, c2), ("polar", "l1")):
     pruned = int((gammas[m] <= threshold).sum())
+    # exact and without pruning (polar.pruned_cost): cheap enough for every move of the slider
+    removed = polar.flops_reduction(polar.unpruned_cost(models[m]), polar.pruned_cost(models[m], threshold))
     col.metric(f"{charts.NAMES[m]}: channels with γ ≤ threshold", f"{pruned} of {len(gammas[m])}",
-               f"{len(gammas[m]) - pruned} kept", delta_color="off")
+               f"{len(gammas[m]) - pruned} kept · {removed:.1%} of FLOPs removed", delta_color="off")
 
-with st.expander("Threshold rules side by side (polarization's γ)"):
+if st.toggle("Threshold rules side by side (polarization's γ)", key="show_rules"):  # computed only when shown
     st.caption("What each rule would prune — Polar's robust valley (the default), the official code's literal rule "
                "globally and per layer, and network slimming's percentile — computed by polar.threshold_rules.")
     st.dataframe(polar.threshold_rules(models["polar"], upper=duel.upper), hide_index=True,
                  column_config={"FLOPs reduction": st.column_config.NumberColumn(format="percent")})
 
-if st.button("✂ Prune", type="primary"):
-    with st.spinner("Pruning both networks and measuring them…"):
-        table, small = polar.matched_flops(models, data, threshold=threshold, reference="polar")
-        table["acc_finetuned"] = float("nan")
-        st.session_state["prune_result"] = {"table": table, "small": small}
 
-result = st.session_state["prune_result"]
-if result is not None:
+def task_status(kind: str) -> TaskSnapshot | None:
+    """Where this duel's latest ``kind`` task is — waiting (with how many are ahead), running (a progress bar and
+    Cancel, redrawn twice a second) or failed (one line) — and its snapshot, whose ``result`` is set once done."""
+    task = duel.tasks.get(kind)
+    if task is None:
+        return None
+
+    @st.fragment(run_every=0.5 if task.active() else None)
+    def status() -> None:
+        snap = task.snapshot()
+        if snap.state == "queued":
+            st.info(f"{TASK_LABELS[kind]}: the server is busy — {snap.queue_position} ahead of you.")
+        elif snap.state == "running":
+            st.progress(min(1.0, snap.share), text=f"{TASK_LABELS[kind]}: {snap.text}")
+        elif snap.state == "error":
+            st.error(f"{TASK_LABELS[kind]} failed: {snap.message}. Press it again, or Reset.")
+        if task.active():
+            st.button("Cancel", key=f"cancel_{kind}", on_click=task.cancel)
+        elif snap.state != "cancelled" and snap.finished_at > shown_at:
+            st.rerun()  # finished since the page was drawn: draw the result
+
+    status()
+    return task.snapshot()
+
+
+def belongs_to(kind: str, prune: TaskSnapshot) -> TaskSnapshot | None:
+    """The latest ``kind`` task, if it worked on this prune result's networks (not an earlier one's)."""
+    task = duel.tasks.get(kind)
+    return task.snapshot() if task is not None and task.spec.get("pruned") is prune.result["pruned"] else None
+
+
+shown_at = time.time()
+if st.button("✂ Prune", type="primary"):
+    duel.run_task("prune", {"models": weights_blob(models), "threshold": threshold, "reference": "polar"})
+    st.rerun()
+prune = task_status("prune")
+if prune is not None and prune.state == "done":
+    table = pd.DataFrame(prune.result["table"])
+    finetune = belongs_to("finetune", prune)
+    accuracy = finetune.result["accuracy"] if finetune is not None and finetune.state == "done" else {}
+    table["acc_finetuned"] = [accuracy.get(m, float("nan")) for m in table["method"]]
     st.caption("L1 is pruned to the same FLOPs reduction as polarization (matched FLOPs, network slimming's global "
                "threshold). Accuracy on the test subset; pruning folds each removed channel's constant output into "
                "the next layer (\"β dropped\": the paper's code, which discards it).")
-    st.table(charts.prune_table(result["table"]))
+    st.table(charts.prune_table(table))
     if st.button("Fine-tune both pruned networks for 1 epoch"):
-        with st.spinner("Fine-tuning…"):
-            for m, model in result["small"].items():
-                for _ in polar.train(polar.finetune_config(duel.cfgs[m], epochs=1, lr=0.01), model=model, data=data):
-                    pass
-                result["table"].loc[result["table"]["method"] == m, "acc_finetuned"] = polar.evaluate(model, data)[1]
+        duel.run_task("finetune", {"pruned": prune.result["pruned"], "epochs": 1, "lr": 0.01,
+                                   "cfgs": {m: c.to_dict() for m, c in duel.cfgs.items()}})
         st.rerun()
-    buf = io.BytesIO()
-    polar.save(result["small"]["polar"], buf)
+    task_status("finetune")
     d1, d2, d3 = st.columns(3)
-    d1.download_button("Download the pruned polarization model (.pt)", buf.getvalue(), "polar_pruned.pt")
+    d1.download_button("Download the pruned polarization model (.pt)", prune.result["download"], "polar_pruned.pt")
     if d2.button("Export it to ONNX"):
-        with st.spinner("Exporting to ONNX…"), tempfile.TemporaryDirectory() as folder:
-            result["onnx"] = polar.export_onnx(result["small"]["polar"], Path(folder) / "m.onnx").read_bytes()
-    if result.get("onnx"):
-        d2.download_button("Download polar_pruned.onnx", result["onnx"], "polar_pruned.onnx")
+        duel.run_task("export", {"pruned": prune.result["pruned"], "reference": "polar"})
+        st.rerun()
+    with d2:
+        task_status("export")
+    export = belongs_to("export", prune)
+    if export is not None and export.state == "done":
+        d2.download_button("Download polar_pruned.onnx", export.result["onnx"], "polar_pruned.onnx")
+    d3.download_button("Download the run's config (.json)", json.dumps(
+        {m: c.to_dict() for m, c in duel.cfgs.items()} | {"threshold": threshold, "run_dir": str(duel.run_root)},
+        indent=2), "polar_run_config.json", mime="application/json")
     if st.button("Measure latency: original vs pruned, PyTorch and ONNX Runtime (CPU)"):
-        with st.spinner("Timing both networks in alternating rounds…"):
-            result["latency"] = polar.deployed_latency(models["polar"], result["small"]["polar"], repeats=3)
-    if result.get("latency") is not None:
-        st.dataframe(result["latency"], hide_index=True, column_config={
+        duel.run_task("latency", {"models": weights_blob(models), "pruned": prune.result["pruned"],
+                                  "reference": "polar", "repeats": 3})
+        st.rerun()
+    task_status("latency")
+    latency = belongs_to("latency", prune)
+    if latency is not None and latency.state == "done":
+        st.dataframe(pd.DataFrame(latency.result["latency"]), hide_index=True, column_config={
             "original_ms": st.column_config.NumberColumn("original (ms)", format="%.1f"),
             "pruned_ms": st.column_config.NumberColumn("pruned (ms)", format="%.1f"),
             "speedup": st.column_config.NumberColumn("measured speed-up", format="%.2fx"),
             "macs_ratio": st.column_config.NumberColumn("MACs ratio (ideal)", format="%.2fx")})
         st.caption("Fewer FLOPs need not mean less time: odd channel widths and memory-bound layers run below their "
                    "MACs ratio (polar.prune's round_to=8, or 16 on AVX-512 CPUs, helps).")
-    d3.download_button("Download the run's config (.json)", json.dumps(
-        {m: c.to_dict() for m, c in duel.cfgs.items()} | {"threshold": threshold, "run_dir": str(duel.run_root)},
-        indent=2), "polar_run_config.json", mime="application/json")
 
 if st.button("Trade-off curve (accuracy vs. FLOPs reduction)"):
-    with st.spinner("Sweeping FLOPs reductions for both networks…"):
-        curves = dict(models)
-        if duel.cfgs["polar"].init:  # the start had learned: its own curve shows what pruning costs untrained-for
-            curves["none"] = duel.start_model
-        st.session_state["tradeoff"] = {m: polar.sweep(model, data, reductions=TRADEOFF_REDUCTIONS)
-                                        for m, model in curves.items()}
-if st.session_state["tradeoff"] is not None:
+    curves = dict(models)
+    if duel.cfgs["polar"].init:  # the start had learned: its own curve shows what pruning costs untrained-for
+        curves["none"] = duel.start_model
+    duel.run_task("tradeoff", {"models": weights_blob(curves), "reductions": TRADEOFF_REDUCTIONS})
+    st.rerun()
+tradeoff = task_status("tradeoff")
+if tradeoff is not None and tradeoff.state == "done":
     study = RESULTS / f"study_{settings.model}_{settings.dataset}" / "points.csv"
     uniform = charts.uniform_width_points(study) if duel.cfgs["polar"].dataset == settings.dataset else []
-    st.plotly_chart(charts.tradeoff(st.session_state["tradeoff"], uniform), width="stretch", key="tradeoff")
+    curves = {m: pd.DataFrame(rows) for m, rows in tradeoff.result["curves"].items()}
+    st.plotly_chart(charts.tradeoff(curves, uniform), width="stretch", key="tradeoff")
     st.caption("Each point prunes to a FLOPs target by a global threshold on γ; γ exactly tied (polarization's "
                "spike at 0) are told apart by |β|, smaller first (polar.sweep). \"No regularizer\": the trained "
                "baseline itself, pruned the same way."

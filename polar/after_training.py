@@ -1,0 +1,106 @@
+"""The explorer's steps after training — prune at matched FLOPs, fine-tune, the trade-off curve, ONNX export,
+latency — as tasks a worker process runs (``python -m polar.duel_process``, sent ``("task", spec)``).
+
+Why a worker: each of these runs forward passes over a dataset (or times the network), which in a web server would
+hold its CPU for seconds per click and stack up when a class clicks at once. A worker runs under the same pool rules
+as training (a slot, a queue, killed when its tab is gone), with its own torch threads and the steady allocator.
+
+A task is a plain dict in and a plain dict out — weights travel as ``weights_blob`` bytes, tables as lists of
+records — so nothing pickled beyond builtins crosses the socket. ``run_task`` reports progress through a callback
+``progress(done_share, text)``; the caller may stop the process at any moment (nothing here writes to disk).
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .compare import finetune_config, matched_flops
+from .config import TrainConfig
+from .data import DeviceDataset
+from .duel_process import read_weights, weights_blob
+from .export import export_onnx
+from .latency import deployed_latency, steady_allocator
+from .saving import save
+from .sweep import sweep
+from .train import EpochEvent, StepEvent, evaluate, train
+
+__all__ = ["run_task", "TASKS"]
+
+Progress = Callable[[float, str], None]
+
+
+def _prune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """Polarization at ``threshold``, L1 to the FLOPs reduction that reached (``polar.matched_flops``)."""
+    models = read_weights(spec["models"])
+    progress(0.0, "pruning both networks and measuring them")
+    table, small = matched_flops(models, data, threshold=float(spec["threshold"]), reference=spec["reference"])
+    buffer = io.BytesIO()
+    save(small[spec["reference"]], buffer)
+    return {"table": table.to_dict("records"), "pruned": weights_blob(small), "download": buffer.getvalue()}
+
+
+def _finetune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """Each pruned network for ``epochs`` with the one fine-tune recipe (``polar.finetune_config``)."""
+    models = read_weights(spec["pruned"])
+    accuracy = {}
+    for i, (method, model) in enumerate(models.items()):
+        cfg = finetune_config(TrainConfig.from_dict(spec["cfgs"][method]), epochs=int(spec["epochs"]),
+                              lr=float(spec["lr"]))
+        total = cfg.epochs * data.steps_per_epoch(cfg.batch_size)
+        for event in train(cfg, model=model, data=data):
+            if isinstance(event, StepEvent):
+                progress((i + event.step / total) / len(models), f"fine-tuning {method}: step {event.step}/{total}")
+            elif isinstance(event, EpochEvent):
+                accuracy[method] = event.test_acc
+        accuracy.setdefault(method, evaluate(model, data)[1])
+    return {"accuracy": accuracy, "pruned": weights_blob(models)}
+
+
+def _tradeoff(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """``polar.sweep`` of each model over the FLOPs reductions, one row at a time."""
+    models = read_weights(spec["models"])
+    reductions = [float(r) for r in spec["reductions"]]
+    total, curves = len(models) * len(reductions), {}
+    for i, (name, model) in enumerate(models.items()):
+        rows: list[dict] = []
+
+        def measured(row: dict, name: str = name, rows: list = rows, i: int = i) -> None:
+            rows.append(row)
+            progress((i * len(reductions) + len(rows)) / total,
+                     f"{name}: {row['flops_reduction']:.0%} of FLOPs removed, {row['acc_folded']:.1%} accurate")
+
+        progress(i * len(reductions) / total, f"sweeping {name}")
+        curves[name] = sweep(model, data, reductions=reductions, on_row=measured).to_dict("records")
+    return {"curves": curves}
+
+
+def _export(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """The pruned reference network as ONNX bytes."""
+    model = read_weights(spec["pruned"])[spec["reference"]]
+    progress(0.0, "exporting to ONNX")
+    with tempfile.TemporaryDirectory() as folder:
+        return {"onnx": export_onnx(model, Path(folder) / "model.onnx").read_bytes()}
+
+
+def _latency(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """Original vs pruned, PyTorch and ONNX Runtime (``polar.deployed_latency``), in steady state: this process
+    is short-lived, so the allocator setting stays with it."""
+    steady_allocator()
+    original = read_weights(spec["models"])[spec["reference"]]
+    pruned = read_weights(spec["pruned"])[spec["reference"]]
+    progress(0.0, "timing both networks in alternating rounds")
+    return {"latency": deployed_latency(original, pruned, repeats=int(spec.get("repeats", 3))).to_dict("records")}
+
+
+TASKS: dict[str, Callable[[dict[str, Any], DeviceDataset, Progress], dict[str, Any]]] = {
+    "prune": _prune, "finetune": _finetune, "tradeoff": _tradeoff, "export": _export, "latency": _latency}
+
+
+def run_task(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """Run ``spec["kind"]`` (one of :data:`TASKS`) on ``data``; the result is a dict of builtins and bytes."""
+    if spec.get("kind") not in TASKS:
+        raise ValueError(f"unknown task {spec.get('kind')!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[spec["kind"]](spec, data, progress)
