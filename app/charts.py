@@ -36,14 +36,16 @@ def histograms(hist: dict[str, dict], upper: float, threshold: float | None, log
     return fig
 
 
-def curves(steps: list[dict], epochs: list[dict]) -> go.Figure:
-    """Training loss per step and test accuracy per epoch, both methods."""
+def curves(steps: list[dict], epochs: list[dict], start_acc: float | None = None) -> go.Figure:
+    """Training loss per step and test accuracy per epoch, both methods; ``start_acc`` (the start's accuracy) is
+    both accuracy lines' point at epoch 0."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=["training loss (cross-entropy)", "test accuracy"])
     for m in ("polar", "l1"):
         xs = [s["step"] for s in steps if f"loss_{m}" in s]
         fig.add_trace(go.Scatter(x=xs, y=[s[f"loss_{m}"] for s in steps if f"loss_{m}" in s], name=NAMES[m],
                                  line_color=COLORS[m]), row=1, col=1)
-        rows = [e for e in epochs if e["method"] == m]
+        rows = ([{"epoch": 0, "test_acc": start_acc}] if start_acc is not None else []) + [
+            e for e in epochs if e["method"] == m]
         fig.add_trace(go.Scatter(x=[e["epoch"] for e in rows], y=[e["test_acc"] for e in rows], mode="lines+markers",
                                  name=NAMES[m], line_color=COLORS[m], showlegend=False), row=1, col=2)
     fig.update_xaxes(title_text="step", row=1, col=1)

@@ -33,10 +33,12 @@ Progress = Callable[[float, str], None]
 
 
 def _prune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
-    """Polarization at ``threshold``, L1 to the FLOPs reduction that reached (``polar.matched_flops``)."""
+    """Polarization at ``threshold``, L1 to the FLOPs reduction that reached (``polar.matched_flops``); the
+    unpruned networks' accuracies come with the spec when the trainer measured them."""
     models = read_weights(spec["models"])
     progress(0.0, "pruning both networks and measuring them")
-    table, small = matched_flops(models, data, threshold=float(spec["threshold"]), reference=spec["reference"])
+    table, small = matched_flops(models, data, threshold=float(spec["threshold"]), reference=spec["reference"],
+                                 accuracies=spec.get("accuracies"))
     buffer = io.BytesIO()
     save(small[spec["reference"]], buffer)
     return {"table": table.to_dict("records"), "pruned": weights_blob(small), "download": buffer.getvalue()}

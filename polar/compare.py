@@ -16,8 +16,8 @@ from torch import nn
 
 from .config import SCHEDULES, ConfigError, TrainConfig
 from .data import DeviceDataset
-from .flops import cost, flops_reduction
-from .prune import layer_thresholds, prune, pruned_channels, pruned_cost
+from .flops import flops_reduction
+from .prune import layer_thresholds, prune, pruned_channels, pruned_cost, unpruned_cost
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .train import evaluate
 
@@ -32,14 +32,16 @@ MATCHED_COLUMNS = ["method", "threshold", "macs", "params", "flops_reduction", "
 
 def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshold: float | None = None,
                   reduction: float | None = None, reference: str | None = None, round_to: int = 1,
-                  narrow_residual: bool = False) -> tuple[pd.DataFrame, dict[str, nn.Module]]:
+                  narrow_residual: bool = False,
+                  accuracies: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, dict[str, nn.Module]]:
     """Prune every model to one FLOPs reduction and measure it; a row per method and the pruned (folded) models.
 
     Either ``reference`` and ``threshold``: that model is pruned at the threshold (e.g. its valley) and the others
     to the FLOPs reduction it reached; or ``reduction``: every model is pruned to it (``threshold_for_reduction``).
     Accuracies are on ``data``'s test split before fine-tuning: unpruned, pruned with the removed channels'
     constants folded (``acc_pruned``, equal to masking) and with them dropped as the paper's code does
-    (``acc_zero_beta``).
+    (``acc_zero_beta``). ``accuracies``: the models' own test accuracies on ``data`` where already measured (the
+    explorer's trainer measures them when it pauses), so only the pruned networks are evaluated.
     """
     if (threshold is None) == (reduction is None) or (threshold is not None and reference not in models):
         raise ConfigError("give a reference model's name with its threshold, or a FLOPs reduction for all models")
@@ -47,7 +49,7 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
     thresholds: dict[str, float] = {}
     if threshold is not None:
         assert reference is not None
-        base = cost(models[reference])
+        base = unpruned_cost(models[reference])
         reduction = flops_reduction(base, pruned_cost(models[reference], threshold, **options))
         thresholds[reference] = threshold
     for name, model in models.items():
@@ -58,9 +60,10 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
         model = model.to(data.device).eval()
         small[name] = prune(model, thresholds[name], **options)
         dropped = prune(model, thresholds[name], zero_beta=True, **options)
-        before, after = cost(model), pruned_cost(model, thresholds[name], **options)
+        before, after = unpruned_cost(model), pruned_cost(model, thresholds[name], **options)
+        unpruned = accuracies[name] if accuracies and name in accuracies else evaluate(model, data)[1]
         rows.append({"method": name, "threshold": thresholds[name], "macs": after.macs, "params": after.params,
-                     "flops_reduction": flops_reduction(before, after), "acc_unpruned": evaluate(model, data)[1],
+                     "flops_reduction": flops_reduction(before, after), "acc_unpruned": unpruned,
                      "acc_pruned": evaluate(small[name], data)[1], "acc_zero_beta": evaluate(dropped, data)[1]})
     import pandas as pd
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS), small
@@ -86,7 +89,7 @@ THRESHOLD_RULES = {  # name -> find_threshold arguments
 def threshold_rules(model: nn.Module, upper: float = 1.0) -> pd.DataFrame:
     """What each threshold rule would do to ``model``: its threshold(s), the channels and the FLOPs it removes.
     A rule that finds no valley prunes nothing (its row says so)."""
-    base, rows = cost(model), []
+    base, rows = unpruned_cost(model), []
     for name, kwargs in THRESHOLD_RULES.items():
         try:
             threshold = find_threshold(model, upper=upper, **kwargs)

@@ -12,7 +12,9 @@ parent keeps one such process ready and a job's first step follows within about 
 Protocol (pickled tuples over a ``multiprocessing.connection.Connection``, between processes of one user):
   parent → child: ``("job", dict)``, then ``("go", until_epoch | None)``, ``("pause", None)``, ``("stop", None)``
   child → parent: ``("ready", info)``, ``("step", info)``, ``("epoch", info)``,
-                  ``("parked", {"state", "message", "read", "weights"})`` (weights: one ``torch.save`` blob),
+                  ``("parked", {"state", "message", "read", "step", "weights"})`` (weights: one ``torch.save``
+                  blob), ``("accuracy", {"step", "acc"})`` (after a pause: each network's test accuracy),
+                  ``("start_acc", accuracy)`` (the start's, once, after the first epoch),
                   ``("failed", message)`` (the job could not be set up).
 The child exits after ``stop``, when training is done, or when the parent goes away (its socket closes).
 
@@ -39,7 +41,7 @@ from .device import resolve_device
 from .duel import Duel
 from .gamma_stats import gamma_summary
 from .saving import model_from_record
-from .train import EpochEvent, StepEvent, gamma_snapshot
+from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot
 
 __all__ = ["serve", "make_job", "weights_blob", "read_weights"]
 
@@ -98,7 +100,7 @@ def serve(conn: Connection) -> None:
     upper = first.upper
     conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
                          "total_steps": first.epochs * duel.steps_per_epoch}))
-    _run(conn, duel, upper, float(job["publish_every"]))
+    _run(conn, duel, upper, float(job["publish_every"]), start)
 
 
 def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
@@ -117,14 +119,23 @@ def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
     conn.send(("result", result))
 
 
-def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> None:
-    """The command loop: train while running, publish at most every ``publish_every`` seconds, park on command."""
+def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
+         start: torch.nn.Module | None = None) -> None:
+    """The command loop: train while running, publish at most every ``publish_every`` seconds, park on command.
+    ``start``'s test accuracy is measured once, after the first epoch's (not before Start: the first step must
+    follow at once), and sent as the accuracy curves' starting point."""
     read = 0  # commands read so far: the parent trusts a "parked" report only once all its commands were read
     methods = list(duel.models)
 
     def park(state: str, message: str = "") -> None:
-        conn.send(("parked", {"state": state, "message": message, "read": read,
+        conn.send(("parked", {"state": state, "message": message, "read": read, "step": step,
                               "weights": weights_blob(duel.models)}))
+
+    def measure() -> None:
+        """Each network's test accuracy at the weights just parked (as the epoch's evaluation measures it), while
+        the user looks at the paused page: pruning then evaluates only the pruned networks."""
+        conn.send(("accuracy", {"step": step, "acc": {m: evaluate(model, duel.data)[1]
+                                                      for m, model in duel.models.items()}}))
 
     def summaries() -> dict[str, dict]:
         return {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()}
@@ -142,6 +153,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> No
                 if kind == "pause":
                     running = False
                     park("paused")
+                    measure()
                     continue
                 if kind == "go":
                     running, pause_after = True, arg
@@ -162,6 +174,9 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> No
                         last_publish = time.time()
                 elif isinstance(event, EpochEvent):
                     finished_epoch = event.epoch
+                    if start is not None and m == methods[-1]:
+                        conn.send(("start_acc", evaluate(start, duel.data)[1]))
+                        start = None
                     summary = gamma_summary(event.gammas, upper)
                     conn.send(("epoch", {"row": {"method": m, **event.metrics(), **summary}, "hist": summary,
                                          "seconds": event.seconds}))
@@ -171,7 +186,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float) -> No
                 last_publish = time.time()
             if finished_epoch is not None and pause_after == finished_epoch:
                 running, pause_after = False, None
-                park("paused")
+                park("paused")  # at an epoch's end: its evaluation measured the accuracies
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone: nobody to train for
     except Exception as err:  # shown in the page as one line, never as a traceback
@@ -196,7 +211,7 @@ def _warm_up(model: torch.nn.Module, data, cfg: TrainConfig) -> None:
 
 def main(argv: list[str]) -> None:
     try:
-        os.nice(NICENESS)
+        os.nice(max(0, NICENESS - os.nice(0)))  # a parent may have started it niced already (see app/trainers.py)
     except OSError:  # not permitted on some systems: train at normal priority
         pass
     conn = Connection(int(argv[1]))

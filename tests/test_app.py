@@ -240,3 +240,15 @@ def test_uniform_width_points_summarize_a_studys_seeds(tmp_path: Path) -> None:
     assert charts.uniform_width_points(tmp_path / "missing.csv") == []
     figure = charts.tradeoff({}, list(points.values()))
     assert [trace.name for trace in figure.data] == ["uniform width (trained at that width)"]
+
+
+def test_accuracy_curves_start_at_the_starts_accuracy() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(APP).parent))
+    import charts
+
+    epochs = [{"method": m, "epoch": 1, "test_acc": acc} for m, acc in (("polar", 0.8), ("l1", 0.85))]
+    figure = charts.curves([], epochs, start_acc=0.88)
+    accuracy = [trace for trace in figure.data if trace.mode == "lines+markers"]
+    assert [list(t.x) for t in accuracy] == [[0, 1], [0, 1]] and [t.y[0] for t in accuracy] == [0.88, 0.88]

@@ -74,6 +74,7 @@ def test_every_cifar_model_prepares_steps_and_parks_in_a_trainer(pool: TrainerPo
     snap = duel.snapshot()
     assert snap.state == "paused" and snap.epoch == 1, snap.message
     assert {e["method"] for e in snap.epochs} == {"polar", "l1"}
+    assert snap.start_acc is not None and 0 <= snap.start_acc <= 1  # the accuracy curves' point at epoch 0
     assert duel.idle()
     after = {m: polar.gamma_snapshot(net) for m, net in duel.models.items()}  # the trained weights came back
     assert all(not torch.equal(before[m][k], after[m][k]) for m in after for k in after[m])
@@ -130,3 +131,61 @@ def test_process_count_stays_bounded_when_many_sessions_come_and_go(pool: Traine
         owners.alive.discard(f"s{i}")
     _wait(lambda: pool.process_count() <= pool.spares and not pool._duels, timeout=30,
           what="orphaned trainers to be released")
+
+
+def _trained_duel(pool: TrainerPool, data: polar.DeviceDataset, path: Path, owner: str):
+    duel = pool.new_duel(_cfgs(), DATA_ARGS, data, path, owner=owner)
+    duel.step_epoch()
+    _wait(lambda: duel.snapshot().state not in ("running", "queued"), what="one epoch")
+    assert duel.idle(), duel.snapshot().message
+    return duel
+
+
+def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancelled(
+        pool: TrainerPool, owners: Owners, data: polar.DeviceDataset, tmp_path: Path) -> None:
+    """Prune, then a trade-off while another duel trains: the task waits for the one slot ('1 ahead'), runs in a
+    worker process when the slot frees, reports progress and its result; a cancelled task's worker is gone."""
+    from polar.duel_process import read_weights, weights_blob
+
+    owners.alive.update({"a", "b"})
+    duel = _trained_duel(pool, data, tmp_path / "a", "a")
+    threshold = polar.find_threshold(duel.models["polar"], "percent", value=0.3)
+    prune = duel.run_task("prune", {"models": weights_blob(duel.models), "threshold": threshold, "reference": "polar"})
+    _wait(lambda: not prune.active(), what="the prune task")
+    result = prune.snapshot().result
+    assert prune.snapshot().state == "done" and [r["method"] for r in result["table"]] == ["polar", "l1"]
+    small = read_weights(result["pruned"])
+    assert polar.cost(small["polar"]).macs == result["table"][0]["macs"] < polar.cost(duel.models["polar"]).macs
+
+    other = pool.new_duel(_cfgs(epochs=50), DATA_ARGS, data, tmp_path / "b", owner="b")
+    other.start()
+    _wait(lambda: other.snapshot().state == "running", what="the other duel to train")
+    sweep = duel.run_task("tradeoff", {"models": weights_blob(duel.models), "reductions": [0.2, 0.4]})
+    _wait(lambda: sweep.snapshot().queue_position == 1, what="the task to queue behind the training")
+    assert sweep.snapshot().state == "queued" and pool.running_count() == 1
+    other.pause()
+    _wait(lambda: not sweep.active(), timeout=120, what="the trade-off")
+    snap = sweep.snapshot()
+    assert snap.state == "done" and snap.first_progress_at > 0, snap.message
+    assert set(snap.result["curves"]) == {"polar", "l1"} and all(len(c) == 2 for c in snap.result["curves"].values())
+
+    slow = duel.run_task("finetune", {"pruned": result["pruned"], "epochs": 20, "lr": 0.01,
+                                      "cfgs": {m: c.to_dict() for m, c in duel.cfgs.items()}})
+    _wait(lambda: slow.snapshot().first_progress_at > 0, what="the fine-tune's first progress")
+    worker = slow._child.process
+    slow.cancel()
+    assert slow.snapshot().state == "cancelled" and worker.poll() is not None  # its process is gone
+    _wait(lambda: pool.running_count() == 0, what="the slot to free")
+
+
+def test_a_closed_tab_cancels_its_running_task(pool: TrainerPool, owners: Owners, data: polar.DeviceDataset,
+                                               tmp_path: Path) -> None:
+    from polar.duel_process import weights_blob
+
+    owners.alive.add("tab")
+    duel = _trained_duel(pool, data, tmp_path / "a", "tab")
+    task = duel.run_task("tradeoff", {"models": weights_blob(duel.models), "reductions": [0.1 * i for i in range(9)]})
+    _wait(lambda: task.snapshot().state == "running", what="the task to start")
+    owners.alive.discard("tab")  # the tab is closed: duel and task go once the grace period is over
+    _wait(lambda: task.snapshot().state == "cancelled", timeout=30, what="the orphaned task to be cancelled")
+    _wait(lambda: pool.process_count() <= pool.spares, timeout=30, what="its worker to exit")

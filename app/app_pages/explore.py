@@ -171,9 +171,13 @@ def figure(name: str, key: tuple, build: Callable[[], go.Figure]) -> go.Figure:
     return cached[1]
 
 
-@st.fragment(run_every=0.3 if running or getting_ready else None)
+queued = duel is not None and duel.snapshot().state == "queued"
+
+
+@st.fragment(run_every=1.0 if queued else 0.3 if running or getting_ready else None)
 def live() -> None:
-    """Redraws from the latest snapshot; polls ~3 times a second while training runs (or the trainer gets ready)."""
+    """Redraws from the latest snapshot; polls ~3 times a second while training runs (or the trainer gets ready),
+    once a second while queued (a class waiting in the queue must not keep the server busy redrawing)."""
     duel: DuelHandle | None = st.session_state["duel"]
     if duel is None:
         st.info("Nothing to train until the settings are fixed (see the message above).")
@@ -216,8 +220,9 @@ def live() -> None:
                "network needs, so training keeps fewer at 0 (the paper has no theory for the full objective).")
     if snap.steps or snap.epochs:
         steps_shown = len(snap.steps) // CURVES_EVERY if snap.state == "running" else len(snap.steps)
-        st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs)),
-                               lambda: charts.curves(snap.steps, snap.epochs)), width="stretch", key="curves")
+        st.plotly_chart(figure("curves", (id(duel), steps_shown, len(snap.epochs), snap.start_acc),
+                               lambda: charts.curves(snap.steps, snap.epochs, snap.start_acc)), width="stretch",
+                        key="curves")
     # what the γ-over-time charts show: redrawn every CURVES_EVERY points while running, at once when paused
     timeline_key = (id(duel), len(snap.timeline) // CURVES_EVERY if snap.state == "running" else len(snap.timeline),
                     snap.timeline[-1]["step"] if snap.timeline and snap.state != "running" else 0)
@@ -263,7 +268,7 @@ for col, m in zip((c1, c2), ("polar", "l1")):
     pruned = int((gammas[m] <= threshold).sum())
     # exact and without pruning (polar.pruned_cost): cheap enough for every move of the slider
     removed = polar.flops_reduction(polar.unpruned_cost(models[m]), polar.pruned_cost(models[m], threshold))
-    col.metric(f"{charts.NAMES[m]}: channels with γ ≤ threshold", f"{pruned} of {len(gammas[m])}",
+    col.metric(f"{charts.NAMES[m]}: channels with γ ≤ {threshold:.3f}", f"{pruned} of {len(gammas[m])}",
                f"{len(gammas[m]) - pruned} kept · {removed:.1%} of FLOPs removed", delta_color="off")
 
 if st.toggle("Threshold rules side by side (polarization's γ)", key="show_rules"):  # computed only when shown
@@ -306,7 +311,8 @@ def belongs_to(kind: str, prune: TaskSnapshot) -> TaskSnapshot | None:
 
 shown_at = time.time()
 if st.button("✂ Prune", type="primary"):
-    duel.run_task("prune", {"models": weights_blob(models), "threshold": threshold, "reference": "polar"})
+    duel.run_task("prune", {"models": weights_blob(models), "threshold": threshold, "reference": "polar",
+                            "accuracies": duel.snapshot().known_accuracies()})
     st.rerun()
 prune = task_status("prune")
 if prune is not None and prune.state == "done":
