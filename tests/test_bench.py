@@ -78,3 +78,19 @@ def test_readme_quotes_the_committed_study_as_its_script_wrote_it() -> None:
     folder = REPO / "results" / "study_resnet20_cifar10"
     assert (folder / "table.md").read_text() in readme
     assert f"```text\n{(folder / 'verdict.txt').read_text()}```" in readme
+
+
+def test_a_small_class_at_once(tmp_path: Path) -> None:
+    """bench/classroom.py with 3 students on the synthetic set: every flow (Start, Pause, Prune, fine-tune,
+    trade-off, export) finishes without an error and the server goes back to idle (the timing targets are the
+    benchmark's, at N = 10, on a quiet machine)."""
+    if not Path("/usr/bin/chromium").exists():
+        import pytest
+
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get)")
+    _run("bench/classroom.py", "--students", "3", "--stagger", "30", "--train-s", "3", "--dataset", "synthetic",
+         "--subset", "20", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "classroom_N3.json").read_text())
+    assert result["finished"] == 3 and result["errors"] == [], result["errors"]
+    assert all(step["n"] == 3 for step in result["steps"].values())
+    assert result["back_to_idle_s"] is not None and result["observer_redraws"] > 0 and result["health_checks"] > 0
