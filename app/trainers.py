@@ -195,7 +195,7 @@ class DuelHandle:
             previous.cancel()
         first = next(iter(self.cfgs.values()))
         task = TaskHandle(self.pool, {**spec, "kind": kind, "data": self.data_args, "device": first.device,
-                                      "threads": self.pool.threads_per_task})
+                                      "threads": self.pool.threads_per_trainer})
         self.tasks[kind] = task
         self.pool.request_slot(task)
         return task
@@ -471,8 +471,6 @@ class TrainerPool:
         # one core fewer than the machine has (shared by the running duels): OpenMP threads that keep being
         # preempted by the page stall each other at every barrier
         self.threads_per_trainer = threads_per_trainer or max(1, (cores - 1) // self.max_running)
-        # a task is brief and its user waits for it: all of its slot's cores (prune on 2 cores: 3.7 s -> 2.6 s)
-        self.threads_per_task = max(1, cores // self.max_running)
         self._lock = threading.RLock()
         self._duels: dict[str, DuelHandle] = {}
         self._queue: list[DuelHandle | TaskHandle] = []  # waiting for a slot, in order
