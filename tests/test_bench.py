@@ -81,16 +81,17 @@ def test_readme_quotes_the_committed_study_as_its_script_wrote_it() -> None:
 
 
 def test_a_small_class_at_once(tmp_path: Path) -> None:
-    """bench/classroom.py with 3 students on the synthetic set: every flow (Start, Pause, Prune, fine-tune,
-    trade-off, export) finishes without an error and the server goes back to idle (the timing targets are the
-    benchmark's, at N = 10, on a quiet machine)."""
+    """bench/classroom.py with 3 students on the synthetic set, each flow up to the pruning table (Start, Pause,
+    Prune: the whole flow of 3 students takes 10+ minutes on 2 cores, more than the suite can spend): every flow
+    finishes without an error and the server goes back to idle (the timing targets are the benchmark's, at
+    N = 10, whole flows, on a quiet machine)."""
     if not Path("/usr/bin/chromium").exists():
         import pytest
 
         pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get)")
-    _run("bench/classroom.py", "--students", "3", "--stagger", "30", "--train-s", "3", "--dataset", "synthetic",
-         "--subset", "20", "--out", str(tmp_path))
+    _run("bench/classroom.py", "--students", "3", "--stagger", "10", "--train-s", "3", "--dataset", "synthetic",
+         "--subset", "20", "--until", "prune", "--out", str(tmp_path))
     result = json.loads((tmp_path / "classroom_N3.json").read_text())
     assert result["finished"] == 3 and result["errors"] == [], result["errors"]
-    assert all(step["n"] == 3 for step in result["steps"].values())
+    assert result["steps"]["start"]["n"] == result["steps"]["prune"]["n"] == 3
     assert result["back_to_idle_s"] is not None and result["observer_redraws"] > 0 and result["health_checks"] > 0
