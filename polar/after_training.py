@@ -3,7 +3,8 @@ latency — as tasks a worker process runs (``python -m polar.duel_process``, se
 
 Why a worker: each of these runs forward passes over a dataset (or times the network), which in a web server would
 hold its CPU for seconds per click and stack up when a class clicks at once. A worker runs under the same pool rules
-as training (a slot, a queue, killed when its tab is gone), with its own torch threads and the steady allocator.
+as training (a slot, a queue, killed when its tab is gone), with its own torch threads (the latency task also
+sets the steady allocator, which stays with the short-lived worker).
 
 A task is a plain dict in and a plain dict out — weights travel as ``weights_blob`` bytes, tables as lists of
 records — so nothing pickled beyond builtins crosses the socket. ``run_task`` reports progress through a callback
@@ -25,7 +26,7 @@ from .export import export_onnx
 from .latency import deployed_latency, steady_allocator
 from .saving import save
 from .sweep import sweep
-from .train import EpochEvent, StepEvent, evaluate, train
+from .train import EpochEvent, StepEvent, train
 
 __all__ = ["run_task", "TASKS"]
 
@@ -55,9 +56,8 @@ def _finetune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> 
         for event in train(cfg, model=model, data=data):
             if isinstance(event, StepEvent):
                 progress((i + event.step / total) / len(models), f"fine-tuning {method}: step {event.step}/{total}")
-            elif isinstance(event, EpochEvent):
+            elif isinstance(event, EpochEvent):  # every fine-tune has one: its last is the accuracy reported
                 accuracy[method] = event.test_acc
-        accuracy.setdefault(method, evaluate(model, data)[1])
     return {"accuracy": accuracy, "pruned": weights_blob(models)}
 
 
