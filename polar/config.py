@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range", "is_finite_number",
-           "parse_numbers"]
+           "parse_numbers", "check_distinct"]
 
 
 class ConfigError(ValueError):
@@ -100,18 +100,30 @@ def check_range(name: str, value: float) -> float:
 
 def parse_numbers(text: str, name: str, cast: Callable[[str], Any] = float, limit: str | None = None) -> list:
     """Comma-separated numbers (a grid's λ values, its seeds…) as a list; a ConfigError naming ``name`` (what the
-    user typed into) with an example when the text holds none or anything that is not a finite number. With
-    ``limit`` (a LIMITS key) each value is also checked against its range, so the CLI and the explorer refuse the
-    same grids with the same words."""
+    user typed into) with an example when the text holds none, anything that is not a finite number, or a value
+    twice (a grid point trained twice is one point). With ``limit`` (a LIMITS key) each value is also checked
+    against its range, so the CLI and the explorer refuse the same grids with the same words."""
+    if limit is not None and limit not in LIMITS:
+        raise ConfigError(f"no limit named {limit!r}; choose one of: {', '.join(LIMITS)}")
     try:
         values = [cast(v) for v in text.split(",") if v.strip()]
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):
         values = []
     if not values or not all(is_finite_number(v) for v in values):
         raise ConfigError(f"{name} must be comma-separated numbers, e.g. 0.005,0.01; got {text!r}")
     for value in values if limit else ():
         check_range(limit, value)
+    check_distinct(values, name)
     return values
+
+
+def check_distinct(values: Sequence[float], name: str) -> None:
+    """A ConfigError naming the first value ``values`` holds twice."""
+    seen: set[float] = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{name} lists {value:g} twice; give each value once")
+        seen.add(value)
 
 
 @dataclass
@@ -171,7 +183,7 @@ class TrainConfig:
             raise ConfigError(f"reg must be polar, l1 or none, got {self.reg!r}")
         if self.lr_schedule not in ("step", "cosine", "constant", "piecewise"):
             raise ConfigError(f"lr_schedule must be step, cosine, constant or piecewise, got {self.lr_schedule!r}")
-        if self.lr_schedule == "piecewise":
+        if self.lr_schedule == "piecewise" or self.lr_steps:  # checked even where unused: a typo is never stored
             self.piecewise_steps()
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) cannot exceed epochs ({self.epochs})")

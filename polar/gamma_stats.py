@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from .config import ConfigError, check_range
+
 __all__ = ["flat_gammas", "gamma_histogram", "count_modes", "middle_share", "valley", "is_polarized",
            "NoValleyError", "MIDDLE_BAND", "gamma_summary"]
 
@@ -21,10 +23,18 @@ def flat_gammas(gammas: Mapping[str, Tensor] | Tensor) -> Tensor:
     return torch.cat([g.detach().float().flatten() for g in gammas.values()])
 
 
+def check_histogram(bins: int, upper: float) -> None:
+    """A ConfigError with one line unless ``bins`` is a whole number of bins and ``upper`` in ``LIMITS``."""
+    if not isinstance(bins, int) or isinstance(bins, bool) or not 2 <= bins <= 100_000:
+        raise ConfigError(f"bins must be a whole number in [2, 100000], got {bins!r}")
+    check_range("upper", upper)
+
+
 def gamma_histogram(gammas: Mapping[str, Tensor] | Tensor, bins: int = 100,
                     upper: float = 1.0) -> tuple[Tensor, Tensor]:
     """Counts of γ in ``bins`` equal bins over [0, upper] (values outside are clipped into the end bins) and the
     bin edges. Charts send these counts rather than raw γ."""
+    check_histogram(bins, upper)
     g = flat_gammas(gammas).clamp(0, upper)
     counts = torch.histc(g, bins=bins, min=0.0, max=upper)
     return counts, torch.linspace(0, upper, bins + 1)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from .atomic import atomic_write_text
-from .config import TrainConfig, check_range
+from .config import TrainConfig, check_distinct, check_range
 from .data import DeviceDataset
 from .flops import cost, flops_reduction
 from .prune import prune, pruned_cost
@@ -72,6 +72,8 @@ def tl_grid(base: TrainConfig, lams: Sequence[float], ts: Sequence[float], data:
         check_range("lam", lam)
     for t in ts:
         check_range("t", t)
+    for values, name in ((lams, "lams"), (ts, "ts"), (seeds, "seeds")):
+        check_distinct(values, name)
     folder = Path(cache) if cache is not None else None
     acc_start = None
     for t in ts:

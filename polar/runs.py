@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
 
-from .atomic import atomic_save, atomic_write_csv, atomic_write_text
+from .atomic import atomic_save, atomic_write_csv, atomic_write_text, remove_stale_temporaries
 
 __all__ = ["RunDir", "CheckpointError"]
 
@@ -26,6 +27,9 @@ def read_torch_file(source: str | Path | BinaryIO) -> dict[str, Any]:
     error when unreadable."""
     if isinstance(source, (str, Path)):
         source = Path(source)
+        if source.is_dir():
+            raise CheckpointError(f"{source} is a folder, not a file; pass its checkpoint.pt (a run folder) or a "
+                                  "file written by polar.save")
         if not source.is_file():
             raise CheckpointError(f"{source} does not exist; pass a checkpoint.pt or a saved model file")
         label = str(source)
@@ -84,10 +88,18 @@ class RunDir:
         atomic_save(gammas, self.path / "gammas" / f"epoch_{epoch:04d}.pt")
 
     def gamma_epochs(self) -> list[int]:
-        return sorted(int(p.stem.split("_")[1]) for p in (self.path / "gammas").glob("epoch_*.pt"))
+        """The epochs with a γ snapshot; any other file in ``gammas/`` (a user's stray copy) is ignored."""
+        found = (re.fullmatch(r"epoch_(\d+)\.pt", p.name) for p in (self.path / "gammas").glob("epoch_*.pt"))
+        return sorted(int(m.group(1)) for m in found if m)
 
     def load_gammas(self, epoch: int) -> dict[str, Tensor]:
         return torch.load(self.path / "gammas" / f"epoch_{epoch:04d}.pt", weights_only=True)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files that writes killed mid-way left in this run (see ``polar.atomic``); a write
+        still in progress in another process keeps its file. Called when a training of this run starts."""
+        return (remove_stale_temporaries(self.path, r"config\.json|metrics\.csv|checkpoint\.pt")
+                + remove_stale_temporaries(self.path / "gammas", r"epoch_\d+\.pt"))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_save(state, self.checkpoint_path)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .config import is_finite_number
 from .flops import flops_reduction
-from .gamma_stats import NoValleyError, gamma_histogram, valley
+from .gamma_stats import NoValleyError, check_histogram, gamma_histogram, valley
 from .models import sparse_bns, unwrap
 from .prune import pruned_cost, unpruned_cost
 from .regularizers import sparse_gammas
@@ -71,6 +71,7 @@ def find_threshold(model: nn.Module, method: str = "valley", value: float | None
         per_layer: a mapping {sparse BN name: threshold}, each from that layer's own γ (as the official scripts
             do); ``mask``, ``prune`` and ``sweep`` accept it. A layer without a valley keeps all its channels.
     """
+    check_histogram(bins, upper)
     if not per_layer:
         return _one_threshold(sparse_gammas(model).detach().float().cpu(), method, value, upper, bins)
     inner = unwrap(model)

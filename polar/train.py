@@ -177,6 +177,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     runs = RunDir(run_dir) if run_dir is not None else None
     history: list[dict] = []
     start_epoch = 0
+    if runs is not None and rank == 0:
+        runs.remove_stale_temporaries()  # left by a write that was killed outright (kill -9); saved files stay
     if resume:
         if runs is None or not runs.checkpoint_path.is_file():
             raise CheckpointError(f"nothing to resume: {run_dir}/checkpoint.pt does not exist")
