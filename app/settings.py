@@ -113,6 +113,7 @@ def _set(**values: Any) -> None:
     """Change settings (a preset, the L1 rule): the session's record and the widgets alike."""
     st.session_state["_settings"].update(values)
     st.session_state.update(values)
+    st.session_state.pop("_url_errors", None)  # the user has taken the settings in hand
 
 
 def _apply_preset() -> None:
@@ -122,6 +123,7 @@ def _apply_preset() -> None:
 def _remember(key: str) -> None:
     """A widget the user changed: keep its new value in the session's record."""
     st.session_state["_settings"][key] = st.session_state[key]
+    st.session_state.pop("_url_errors", None)  # the user has taken the settings in hand
 
 
 def _bound(key: str) -> dict[str, Any]:

@@ -124,12 +124,26 @@ def test_bad_input_is_reported_in_the_page(app: AppTest) -> None:
     ignored = " ".join(t.value for t in app.text)
     assert "Ignored URL settings" in app.warning[0].value and "lam=-1" in ignored and "epochs=many" in ignored
     assert app.sidebar.number_input(key="lam").value == 0.02  # the default replaced the bad value
+    for _ in range(2):  # reruns (the trainer becoming ready triggers one) keep the warning
+        app.run()
+        assert app.warning and "Ignored URL settings" in app.warning[0].value
     app.sidebar.number_input(key="subset").set_value(1)
     app.sidebar.number_input(key="batch_size").set_value(64)
     app.run()
+    assert not any("Ignored URL settings" in w.value for w in app.warning)  # the user changed a setting
     app.button[0].click().run()  # 10 images cannot make a batch of 64
     assert not app.exception
     assert any("make no batch" in e.value for e in app.error)
+
+
+def test_the_ignored_url_settings_warning_stays_until_dismissed(app: AppTest) -> None:
+    app.query_params.update(dataset="synthetic", t="9")
+    app.run()
+    time.sleep(3)  # a trainer gets ready meanwhile; its rerun must not drop the warning
+    app.run()
+    assert "Ignored URL settings" in app.warning[0].value and "t=9" in " ".join(t.value for t in app.text)
+    app.button(key="dismiss_url_errors").click().run()
+    assert not any("Ignored URL settings" in w.value for w in app.warning)
 
 
 URL_SETTINGS = ["subset", "epochs", "batch_size", "lr", "seed", "lam", "t", "l1_lam"]

@@ -90,10 +90,11 @@ st.markdown("Both networks start from **the same weights** and see **the same ba
             "the regularizer on the BatchNorm scaling factors γ. Polarization should split γ into a spike at 0 and a "
             "mode away from it; L1 shrinks them all.")
 
-url_errors = st.session_state.pop("_url_errors", [])
-if url_errors:  # what the user typed is shown as text, never rendered as Markdown
+url_errors = st.session_state.get("_url_errors", [])
+if url_errors:  # shown until dismissed or a setting changes; what the user typed is text, never Markdown
     st.warning("Ignored URL settings (unreadable, not a finite number, or out of range); using the defaults:")
     st.text("\n".join(url_errors))
+    st.button("Dismiss", key="dismiss_url_errors", on_click=lambda: st.session_state.pop("_url_errors", None))
 try:
     settings.configs()
     settings_ok = True
