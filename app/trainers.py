@@ -363,8 +363,8 @@ def _thinned(timeline: list[dict]) -> list[dict]:
 class TaskHandle:
     """One step after training (``polar.after_training``) in a worker process of the pool."""
 
-    def __init__(self, pool: TrainerPool, spec: dict) -> None:
-        self.pool, self.spec = pool, spec
+    def __init__(self, pool: TrainerPool, spec: dict, on_finish: Callable[[TaskHandle], None] | None = None) -> None:
+        self.pool, self.spec, self.on_finish = pool, spec, on_finish
         self._lock = threading.Lock()
         self._child: _Child | None = None
         self._snapshot = TaskSnapshot(kind=spec["kind"])
@@ -441,6 +441,78 @@ class TaskHandle:
             self._child = None if self._child is child else self._child
         child.kill(timeout=10.0)  # it exits by itself after its result; reap it
         self.pool.wake()
+        if self.on_finish is not None and self.snapshot().state != "cancelled":
+            self.on_finish(self)
+
+
+@dataclass
+class GridSnapshot:
+    """Where a t/λ grid is: its points done, and its current point's task."""
+
+    state: str = "queued"  # queued | running | done | error | cancelled
+    done: int = 0
+    total: int = 0
+    queue_position: int = 0
+    text: str = ""
+    message: str = ""
+
+
+class GridHandle:
+    """A t/λ grid of one browser session, run one point at a time as pool tasks (``grid_point``): each point queues
+    for a slot like any task, so a grid never holds the server's slots for longer than one point while others
+    wait. Points are cached in ``folder`` as they finish; a cancelled grid keeps them."""
+
+    def __init__(self, pool: TrainerPool, owner: str, folder: Path, points: list[dict], spec: dict) -> None:
+        self.pool, self.owner, self.folder, self.spec = pool, owner, Path(folder), spec
+        self._points = points  # {"lam", "t", "seed"} not yet done, in order
+        self._lock = threading.Lock()
+        self._task: TaskHandle | None = None
+        self._snapshot = GridSnapshot(total=len(points))
+
+    def snapshot(self) -> GridSnapshot:
+        with self._lock:
+            snap = copy.copy(self._snapshot)
+            task = self._task
+        if task is not None and snap.state in ("queued", "running"):
+            now = task.snapshot()
+            snap.state = now.state if now.state in ("queued", "running") else snap.state
+            snap.queue_position, snap.text = now.queue_position, now.text
+        return snap
+
+    def active(self) -> bool:
+        return self.snapshot().state in ("queued", "running")
+
+    def task(self) -> TaskHandle | None:
+        return self._task
+
+    def cancel(self) -> None:
+        """Stop the grid: its point in training is lost, the finished ones stay in its folder."""
+        with self._lock:
+            if self._snapshot.state in ("queued", "running"):
+                self._snapshot.state = "cancelled"
+            task = self._task
+        if task is not None:
+            task.cancel()
+
+    def _next(self, finished: TaskHandle | None = None) -> None:
+        """Queue the next point (called when the previous one finished)."""
+        with self._lock:
+            if finished is not None:
+                snap = finished.snapshot()
+                if snap.state == "error":
+                    self._snapshot.state, self._snapshot.message = "error", snap.message
+                    return
+                self._snapshot.done += 1
+            if self._snapshot.state not in ("queued", "running"):
+                return
+            if not self._points:
+                self._snapshot.state = "done"
+                return
+            point = self._points.pop(0)
+            self._task = TaskHandle(self.pool, {**self.spec, **point, "kind": "grid_point",
+                                                "folder": str(self.folder)}, on_finish=self._next)
+            task = self._task
+        self.pool.request_slot(task)
 
 
 def _env_int(name: str) -> int:
@@ -473,6 +545,7 @@ class TrainerPool:
         self.threads_per_trainer = threads_per_trainer or max(1, (cores - 1) // self.max_running)
         self._lock = threading.RLock()
         self._duels: dict[str, DuelHandle] = {}
+        self._grids: dict[str, GridHandle] = {}  # by cache folder
         self._queue: list[DuelHandle | TaskHandle] = []  # waiting for a slot, in order
         self._spare: list[_Child] = []
         self._orphaned_since: dict[str, float] = {}
@@ -511,6 +584,29 @@ class TrainerPool:
             duel._adopt_child(self.new_child(duel))
         return True
 
+    def start_grid(self, folder: Path, points: list[dict], spec: dict, owner: str) -> GridHandle:
+        """Run ``points`` ({"lam", "t", "seed"}) of the grid cached in ``folder``, one task each; ``spec`` holds
+        what every point needs ("cfg": the base config as a dict, "data": ``polar.load_dataset`` arguments,
+        "device"). A grid of the same folder that still runs is returned instead of a second one."""
+        with self._lock:
+            running = self._grids.get(str(folder))
+            if running is not None and running.active():
+                return running
+            grid = GridHandle(self, owner, folder, points, {**spec, "threads": self.threads_per_trainer})
+            self._grids[str(folder)] = grid
+        grid._next()
+        return grid
+
+    def grid(self, folder: Path, owner: str) -> GridHandle | None:
+        """The grid of ``folder`` (running or ended), adopted by ``owner`` when its own session is gone (a
+        reload)."""
+        with self._lock:
+            grid = self._grids.get(str(folder))
+            if grid is not None and grid.owner != owner and not self.is_alive(grid.owner):
+                grid.owner = owner
+                self._orphaned_since.pop("grid:" + str(folder), None)
+            return grid
+
     def new_child(self, for_duel: DuelHandle | None = None) -> _Child:
         """A process for a duel or a task that got a slot: a spare if there is one. At ``max_processes`` a
         prepared-but-idle trainer of another duel is released to make room."""
@@ -546,7 +642,8 @@ class TrainerPool:
         self._wake.set()
 
     def _tasks(self) -> list[TaskHandle]:
-        return [t for d in list(self._duels.values()) for t in list(d.tasks.values())]
+        tasks = [t for d in list(self._duels.values()) for t in list(d.tasks.values())]
+        return tasks + [t for g in list(self._grids.values()) if (t := g.task()) is not None]
 
     def running_count(self) -> int:
         """Duels training and tasks running: each holds a slot."""
@@ -563,6 +660,8 @@ class TrainerPool:
         self.wake()
         for duel in list(self._duels.values()):
             duel.stop()
+        for grid in list(self._grids.values()):
+            grid.cancel()
         with self._lock:
             spares, self._spare = self._spare, []
         for child in spares:
@@ -585,6 +684,12 @@ class TrainerPool:
                 self._orphaned_since.pop(duel.id, None)
             elif now - self._orphaned_since.setdefault(duel.id, now) >= self.orphan_grace_s:
                 duel.stop()  # nobody owns it any more: free its core and memory (its runs keep their epochs)
+        for folder, grid in list(self._grids.items()):
+            key = "grid:" + folder
+            if not grid.active() or self.is_alive(grid.owner):
+                self._orphaned_since.pop(key, None)
+            elif now - self._orphaned_since.setdefault(key, now) >= self.orphan_grace_s:
+                grid.cancel()  # its finished points stay cached
 
     def _keep_spares(self) -> None:
         """Keep ``spares`` children with torch imported — but not while a task runs: importing torch takes ~2 s of

@@ -1,5 +1,6 @@
 """The explorer's steps after training — prune at matched FLOPs, fine-tune, the trade-off curve, ONNX export,
-latency — as tasks a worker process runs (``python -m polar.duel_process``, sent ``("task", spec)``).
+latency — and the points of a t/λ grid, as tasks a worker process runs (``python -m polar.duel_process``, sent
+``("task", spec)``).
 
 Why a worker: each of these runs forward passes over a dataset (or times the network), which in a web server would
 hold its CPU for seconds per click and stack up when a class clicks at once. A worker runs under the same pool rules
@@ -8,7 +9,8 @@ sets the steady allocator, which stays with the short-lived worker).
 
 A task is a plain dict in and a plain dict out — weights travel as ``weights_blob`` bytes, tables as lists of
 records — so nothing pickled beyond builtins crosses the socket. ``run_task`` reports progress through a callback
-``progress(done_share, text)``; the caller may stop the process at any moment (nothing here writes to disk).
+``progress(done_share, text)``; the caller may stop the process at any moment (only a grid point writes to disk:
+its JSON, atomically, once the point is done).
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from .config import TrainConfig
 from .data import DeviceDataset
 from .duel_process import read_weights, weights_blob
 from .export import export_onnx
+from .grid import tl_grid
 from .latency import deployed_latency, steady_allocator
 from .saving import save
 from .sweep import sweep
-from .train import EpochEvent, StepEvent, train
+from .train import EpochEvent, StepEvent, initial_model, train
 
 __all__ = ["run_task", "TASKS"]
 
@@ -97,8 +100,19 @@ def _latency(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> d
     return {"latency": deployed_latency(original, pruned, repeats=int(spec.get("repeats", 3))).to_dict("records")}
 
 
+def _grid_point(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """One (λ, t, seed) of a t/λ grid (``polar.tl_grid`` with one value each), from the start ``spec["cfg"]``
+    names, cached in ``spec["folder"]`` (read back if it is already there)."""
+    base = TrainConfig.from_dict(spec["cfg"])
+    lam, t, seed = float(spec["lam"]), float(spec["t"]), int(spec["seed"])
+    progress(0.0, f"training λ = {lam:g}, t = {t:g}, seed {seed}")
+    start = initial_model(base, data.num_classes).to(data.device)
+    return next(tl_grid(base, [lam], [t], data, start, [seed], cache=spec["folder"]))
+
+
 TASKS: dict[str, Callable[[dict[str, Any], DeviceDataset, Progress], dict[str, Any]]] = {
-    "prune": _prune, "finetune": _finetune, "tradeoff": _tradeoff, "export": _export, "latency": _latency}
+    "prune": _prune, "finetune": _finetune, "tradeoff": _tradeoff, "export": _export, "latency": _latency,
+    "grid_point": _grid_point}
 
 
 def run_task(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:

@@ -236,6 +236,24 @@ def test_sweep_page_runs_a_grid_live_and_a_reload_finds_it(app: AppTest) -> None
     assert not [b for b in app.button if b.label.startswith("▶ Run the")]
     app.text_input(key="grid_lams").set_value("0.01, -1").run()
     assert any("Fix the grid" in e.value for e in app.error)
+    app.text_input(key="grid_lams").set_value("0.02, 0.02").run()  # a point twice would never be "done"
+    assert any("λ values lists 0.02 twice" in e.value for e in app.error)
+    app.text_input(key="grid_lams").set_value(", ".join(f"{i / 1e4:g}" for i in range(1, 10_001))).run()
+    assert any("10000 points" in e.value and "at most 36" in e.value for e in app.error)
+    assert not [b for b in app.button if b.label.startswith("▶ Run the")]
+
+
+def test_a_grid_queues_in_the_pool_and_its_owner_can_stop_it(app: AppTest) -> None:
+    app.query_params.update(dataset="synthetic", start="scratch", subset="30", epochs="3", batch_size="16")
+    app.switch_page("app_pages/sweep.py").run()
+    app.text_input(key="grid_lams").set_value("0.01, 0.02, 0.03, 0.04").run()
+    app.text_input(key="grid_ts").set_value("1.3").run()
+    next(b for b in app.button if b.label.startswith("▶ Run the 4 missing")).click().run()
+    _wait_for(lambda: any(b.key == "stop_grid" for b in app.run().button), 60, lambda: str(app.caption))
+    assert any("points done" in p.proto.text for p in app.get("progress"))
+    app.button(key="stop_grid").click().run()
+    _wait_for(lambda: any("was stopped" in i.value for i in app.run().info), 30, lambda: str(app.info))
+    assert not app.exception and any(b.label.startswith("▶ Run the") for b in app.button)  # Run resumes the rest
 
 
 def test_uniform_width_points_summarize_a_studys_seeds(tmp_path: Path) -> None:

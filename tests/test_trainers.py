@@ -189,3 +189,33 @@ def test_a_closed_tab_cancels_its_running_task(pool: TrainerPool, owners: Owners
     owners.alive.discard("tab")  # the tab is closed: duel and task go once the grace period is over
     _wait(lambda: task.snapshot().state == "cancelled", timeout=30, what="the orphaned task to be cancelled")
     _wait(lambda: pool.process_count() <= pool.spares, timeout=30, what="its worker to exit")
+
+
+def test_a_grid_runs_point_by_point_in_the_queue_and_stops_with_its_tab(pool: TrainerPool, owners: Owners,
+                                                                       data: polar.DeviceDataset,
+                                                                       tmp_path: Path) -> None:
+    """Each grid point is a task: behind a training duel it waits ('1 ahead'); once the slot frees the points run
+    one after another, each written to the grid's folder; a reload (another session, the old one gone) takes the
+    grid over, and a grid whose tab is gone is stopped with its finished points kept."""
+    owners.alive.update({"trainer", "student"})
+    other = pool.new_duel(_cfgs(epochs=50), DATA_ARGS, data, tmp_path / "duel", owner="trainer")
+    other.start()
+    _wait(lambda: other.snapshot().state == "running", what="the duel to train")
+    cfg = _cfgs()["polar"].to_dict()
+    points = [{"lam": lam, "t": 1.2, "seed": 0} for lam in (0.01, 0.02, 0.03, 0.04, 0.05, 0.06)]
+    folder = tmp_path / "grid"
+    grid = pool.start_grid(folder, points, {"cfg": cfg, "data": DATA_ARGS, "device": "cpu"}, owner="student")
+    assert pool.start_grid(folder, points, {"cfg": cfg, "data": DATA_ARGS}, owner="student") is grid  # one per folder
+    _wait(lambda: grid.snapshot().queue_position == 1, what="the grid to queue behind the duel")
+    other.pause()
+    _wait(lambda: grid.snapshot().done >= 2, timeout=120, what="two grid points")
+    assert len(polar.read_grid(folder)) >= 2 and grid.active()
+
+    owners.alive.discard("student")  # a reload: the old session is gone, a new one with the same settings comes
+    owners.alive.add("reloaded")
+    assert pool.grid(folder, "reloaded") is grid and grid.owner == "reloaded"
+    owners.alive.discard("reloaded")  # now the tab is closed for good
+    _wait(lambda: grid.snapshot().state == "cancelled", timeout=30, what="the orphaned grid to stop")
+    kept = len(polar.read_grid(folder))
+    assert 2 <= kept < len(points)
+    _wait(lambda: pool.running_count() == 0, timeout=30, what="the slot to free")

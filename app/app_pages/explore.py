@@ -14,43 +14,18 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 from settings import Settings
-from streamlit import runtime
+from shared import device_data, trainer_pool
 from streamlit.runtime.scriptrunner import get_script_run_ctx
-from trainers import DuelHandle, TaskSnapshot, TrainerPool
+from trainers import DuelHandle, TaskSnapshot
 
 import polar
 from polar.duel_process import weights_blob
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
-TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
 TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]
 TASK_LABELS = {"prune": "Prune", "finetune": "Fine-tune", "tradeoff": "Trade-off curve", "export": "ONNX export",
                "latency": "Latency"}
 RESULTS = Path(__file__).resolve().parents[2] / "results"  # committed studies (bench/study.py)
-
-
-def _session_alive(session_id: str) -> bool:
-    """Whether a browser session is still connected (outside a Streamlit server, e.g. AppTest: assume so)."""
-    return not runtime.exists() or runtime.get_instance().is_active_session(session_id)
-
-
-@st.cache_resource
-def trainer_pool() -> TrainerPool:
-    """One pool of trainer processes per server, shared by every session (see app/trainers.py)."""
-    return TrainerPool(_session_alive)
-
-
-@st.cache_resource(show_spinner="Loading the dataset onto the device…")
-def device_data(dataset: str, subset: int, device: str) -> tuple[polar.DeviceDataset, dict, str]:
-    """The dataset on the device, shared read-only by all sessions, with the ``polar.load_dataset`` arguments a
-    trainer process loads it with; falls back to synthetic data offline."""
-    args = {"name": dataset, "subset": subset or None, "test_subset": TEST_PER_CLASS}
-    try:
-        return polar.load_dataset(**args, device=polar.resolve_device(device)), {**args, "download": False}, ""
-    except polar.DatasetError as err:
-        args = {"name": "synthetic", "subset": subset or None}
-        return (polar.load_dataset(**args, device=polar.resolve_device(device)), args,
-                f"{dataset} is not available here ({err}). Showing the synthetic dataset instead.")
 
 
 def duel_configs(settings: Settings) -> dict[str, polar.TrainConfig]:

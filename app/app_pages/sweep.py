@@ -1,10 +1,12 @@
 """t and λ sweep (the paper's Figure 3): a small grid of brief sparse trainings from one start, each pruned at its
 own valley — how t and λ move the FLOPs removed and the accuracy it costs.
 
-The grid runs as ``polar grid`` in a child process (the CLI a researcher would use), writing one JSON per finished
-point into a folder named after the settings; this page draws whatever points exist, live, so a reload or a second
-visit with the same settings finds them, and an interrupted grid resumes where it stopped. A committed grid from
-``results/`` is shown when one exists.
+The grid runs in the server's trainer pool, one point per task (``grid_point``): each point waits for a slot like any
+duel or task ("N ahead of you"), so a grid never holds the shared server for longer than one point; its owner can
+stop it, and it stops once its tab has been gone for a while (a reload within that time takes it over). Each point
+is written as JSON into a folder named after the settings the moment it finishes; this page draws whatever points
+exist, live, so a reload or a second visit with the same settings finds them and a stopped grid resumes where it
+stopped. A committed grid from ``results/`` is shown when one exists.
 """
 from __future__ import annotations
 
@@ -12,36 +14,23 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import charts
 import pandas as pd
 import streamlit as st
+from shared import device_data, trainer_pool
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import polar
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app" / "grids"
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "tl_grid_resnet20"
 SKIP = {"reg", "lam", "t", "seed"}  # the grid sets these per point
-
-
-@st.cache_resource
-def grid_processes() -> dict[str, subprocess.Popen]:
-    """The server's grid processes by cache folder: one grid trains at a time, whoever started it."""
-    return {}
-
-
-def cli_flags(cfg: polar.TrainConfig) -> list[str]:
-    """``cfg`` as ``polar grid`` flags (every setting but those the grid varies)."""
-    flags = []
-    for field in dataclasses.fields(cfg):
-        if field.name in SKIP:
-            continue
-        value, flag = getattr(cfg, field.name), "--" + field.name.replace("_", "-")
-        flags += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
-    return flags
+# Each point trains for about a minute on a 2-core CPU in the slots every visitor of this server shares: 36 points
+# hold one slot for ~40 minutes, which is as much as one visitor should ask of a classroom's server.
+MAX_POINTS = 36
+SESSION = get_script_run_ctx().session_id
 
 
 st.title("t and λ sweep (the paper's Figure 3)")
@@ -61,46 +50,59 @@ try:
 except (ValueError, polar.ConfigError) as err:
     st.error(f"Fix the grid: {err}")
     st.stop()
-
-key = json.dumps({"cfg": {k: v for k, v in base.to_dict().items() if k not in SKIP}, "lams": lams, "ts": ts},
-                 sort_keys=True)
-folder = RUNS / hashlib.sha1(key.encode()).hexdigest()[:12]
-processes = grid_processes()
-busy = {f: p for f, p in processes.items() if p.poll() is None}
-mine = busy.get(str(folder))
 wanted = len(lams) * len(ts) * repeats
+if wanted > MAX_POINTS:
+    st.error(f"Fix the grid: {len(lams)} λ × {len(ts)} t × {repeats} repeat(s) is {wanted} points; this server runs "
+             f"at most {MAX_POINTS} per grid (each trains for about a minute on a CPU, in slots every visitor "
+             "shares). Give fewer values, or run `polar grid` from the command line.")
+    st.stop()
+
+_, data_args, fallback = device_data(settings.dataset, settings.subset, settings.device)
+if fallback:
+    st.warning(fallback)
+    base = dataclasses.replace(base, dataset="synthetic", init="")
+key = json.dumps({"cfg": {k: v for k, v in base.to_dict().items() if k not in SKIP}, "data": data_args,
+                  "lams": lams, "ts": ts}, sort_keys=True)
+folder = RUNS / hashlib.sha1(key.encode()).hexdigest()[:12]
+pool = trainer_pool()
+grid = pool.grid(folder, SESSION)
+running = grid is not None and grid.active()
 done = polar.read_grid(folder)  # empty until the first point finishes
 done = done[done["seed"] < repeats]
 st.caption(f"{len(done)} of {wanted} points done · {base.epochs} epoch(s) each from "
            f"{'the trained baseline' if base.init == 'pretrained' else 'fresh weights'} on {base.dataset}"
            + (f" ({base.subset} images per class)" if base.subset else "") + f" · cached in {folder}")
-if mine is None and len(done) < wanted:
-    if busy:
-        st.info("The server is training another grid; start this one when it finishes.")
-    elif st.button(f"▶ Run the {wanted - len(done)} missing point(s)", type="primary"):
-        folder.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "polar", "grid", "--lams", ",".join(map(str, lams)),
-                   "--ts", ",".join(map(str, ts)), "--seeds", ",".join(map(str, range(repeats))), "--out",
-                   str(folder), *cli_flags(base)]
-        with open(folder / "log.txt", "ab") as log:
-            processes[str(folder)] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+if not running and len(done) < wanted:
+    if st.button(f"▶ Run the {wanted - len(done)} missing point(s)", type="primary"):
+        have = {(r.lam, r.t, r.seed) for r in done.itertuples()}
+        missing = [{"lam": lam, "t": t, "seed": seed} for t in ts for lam in lams for seed in range(repeats)
+                   if (lam, t, seed) not in have]
+        pool.start_grid(folder, missing, {"cfg": base.to_dict(), "data": data_args, "device": base.device}, SESSION)
         st.rerun()
 
 
-@st.fragment(run_every=1.0 if mine is not None else None)
+@st.fragment(run_every=1.0 if running else None)
 def live() -> None:
     points = polar.read_grid(folder)
     points = points[points["seed"] < repeats]
-    process = grid_processes().get(str(folder))
-    if process is not None and process.poll() is None:
-        st.progress(len(points) / wanted, text=f"training: {len(points)} of {wanted} points done")
-    elif process is not None and process.returncode and len(points) < wanted:
-        tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        st.error(f"The grid stopped (exit {process.returncode}): {tail[0]}")
+    now = grid.snapshot() if grid is not None else None
+    if now is not None and now.state in ("queued", "running"):
+        where = (f"waiting for a free worker: {now.queue_position} ahead of you" if now.state == "queued"
+                 else now.text)
+        st.progress(min(1.0, len(points) / wanted), text=f"{len(points)} of {wanted} points done · {where}")
+        if grid.owner == SESSION:
+            st.button("⏹ Stop the grid", key="stop_grid", on_click=grid.cancel,
+                      help="The points done so far are kept; Run resumes with the rest.")
+        else:
+            st.caption("Another visitor is running this grid; its points appear here as they finish.")
+    elif now is not None and now.state == "error":
+        st.error(f"The grid stopped: {now.message}. Press Run to try the missing points again.")
+    elif now is not None and now.state == "cancelled" and len(points) < wanted:
+        st.info(f"The grid was stopped with {len(points)} of {wanted} points done; Run resumes with the rest.")
     if len(points):
         st.plotly_chart(charts.tl_grid(polar.grid_summary(points)), width="stretch", key="grid_chart")
         st.dataframe(points.sort_values(["t", "lam", "seed"]), hide_index=True)
-    if process is not None and process.poll() is not None and mine is not None:
+    if running and (now is None or now.state not in ("queued", "running")):
         st.rerun()  # the grid ended: leave polling mode
 
 

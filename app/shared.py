@@ -1,0 +1,38 @@
+"""What every browser session of one server shares: the pool of trainer processes and the datasets on the device.
+
+Cached with ``st.cache_resource`` here, in one module the pages import, so the Explore page and the t/λ sweep page
+queue in the same pool.
+"""
+from __future__ import annotations
+
+import streamlit as st
+from streamlit import runtime
+from trainers import TrainerPool
+
+import polar
+
+TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
+
+
+def session_alive(session_id: str) -> bool:
+    """Whether a browser session is still connected (outside a Streamlit server, e.g. AppTest: assume so)."""
+    return not runtime.exists() or runtime.get_instance().is_active_session(session_id)
+
+
+@st.cache_resource
+def trainer_pool() -> TrainerPool:
+    """One pool of trainer processes per server, shared by every session (see app/trainers.py)."""
+    return TrainerPool(session_alive)
+
+
+@st.cache_resource(show_spinner="Loading the dataset onto the device…")
+def device_data(dataset: str, subset: int, device: str) -> tuple[polar.DeviceDataset, dict, str]:
+    """The dataset on the device, shared read-only by all sessions, with the ``polar.load_dataset`` arguments a
+    trainer process loads it with; falls back to synthetic data offline."""
+    args = {"name": dataset, "subset": subset or None, "test_subset": TEST_PER_CLASS}
+    try:
+        return polar.load_dataset(**args, device=polar.resolve_device(device)), {**args, "download": False}, ""
+    except polar.DatasetError as err:
+        args = {"name": "synthetic", "subset": subset or None}
+        return (polar.load_dataset(**args, device=polar.resolve_device(device)), args,
+                f"{dataset} is not available here ({err}). Showing the synthetic dataset instead.")
