@@ -64,6 +64,14 @@ def read_weights(blob: bytes) -> dict[str, torch.nn.Module]:
     return {name: model_from_record(record) for name, record in records.items()}
 
 
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An error as the page shows it: its type and the first line of its message, at most ``limit`` characters
+    (torch's exporter and unpickler write paragraphs; the page shows one line, never a traceback)."""
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    text = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def make_job(cfgs: dict[str, TrainConfig], data: dict[str, Any], start: torch.nn.Module | None = None,
              run_root: str | None = None, publish_every: float = 0.25, threads: int = 1) -> dict[str, Any]:
     """A job for :func:`serve`: the duel's configs, the arguments of ``polar.load_dataset`` (``data``), the start
@@ -95,7 +103,7 @@ def serve(conn: Connection) -> None:
         duel = Duel(cfgs, data, start=start, run_root=job["run_root"])
         _warm_up(next(iter(duel.models.values())), data, first)
     except Exception as err:  # reported in the page as one line
-        conn.send(("failed", f"{type(err).__name__}: {err}"))
+        conn.send(("failed", one_line(err)))
         return
     upper = first.upper
     conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
@@ -114,7 +122,7 @@ def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone (or cancelled): nobody to report to
     except Exception as err:  # shown in the page as one line, never as a traceback
-        conn.send(("failed", f"{type(err).__name__}: {err}"))
+        conn.send(("failed", one_line(err)))
         return
     conn.send(("result", result))
 
@@ -190,7 +198,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone: nobody to train for
     except Exception as err:  # shown in the page as one line, never as a traceback
-        park("error", f"{type(err).__name__}: {err}")
+        park("error", one_line(err))
     finally:
         duel.close()
 

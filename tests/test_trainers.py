@@ -219,3 +219,19 @@ def test_a_grid_runs_point_by_point_in_the_queue_and_stops_with_its_tab(pool: Tr
     kept = len(polar.read_grid(folder))
     assert 2 <= kept < len(points)
     _wait(lambda: pool.running_count() == 0, timeout=30, what="the slot to free")
+
+
+def test_a_failing_task_reaches_the_page_as_one_line(pool: TrainerPool, owners: Owners, data: polar.DeviceDataset,
+                                                     tmp_path: Path) -> None:
+    """A worker's error (here torch's unpickler refusing a blob that is not Polar weights: a paragraph of text)
+    ends the task in the error state with one line of at most 300 characters, never a traceback."""
+    import pickle
+
+    owners.alive.add("tab")
+    duel = pool.new_duel(_cfgs(), DATA_ARGS, data, tmp_path / "a", owner="tab")
+    task = duel.run_task("export", {"pruned": pickle.dumps({"polar": {"not": "weights"}}, protocol=4),
+                                    "reference": "polar"})
+    _wait(lambda: not task.active(), what="the task to fail")
+    snap = task.snapshot()
+    assert snap.state == "error" and snap.message.startswith("UnpicklingError: Weights only load failed")
+    assert "\n" not in snap.message and len(snap.message) <= 300 and "Traceback" not in snap.message
