@@ -203,6 +203,20 @@ def test_one_damaged_run_does_not_break_the_saved_runs_page(app: AppTest, tmp_pa
     assert set(app.dataframe[0].value["run"]) == {good.name}
 
 
+def test_a_stray_file_among_a_runs_gammas_leaves_the_saved_runs_page_whole(app: AppTest, tmp_path: Path) -> None:
+    import torch
+
+    cfg = __import__("polar").TrainConfig(model="resnet20", dataset="synthetic", epochs=1)
+    run = _saved_run(tmp_path, "20260101-000000-resnet20-stray", cfg.to_json())
+    for method in ("polar", "l1"):
+        (run / method / "gammas").mkdir()
+        torch.save({"layer": torch.rand(16)}, run / method / "gammas" / "epoch_0001.pt")
+    (run / "polar" / "gammas" / "epoch_abc.pt").write_text("a user's copy")
+    _open_saved_runs(app)
+    assert not app.exception and not app.error
+    assert len(app.get("plotly_chart")) == 1  # the γ histograms of the run's last snapshot
+
+
 def test_playground_redraws_within_a_second_when_a_slider_moves(app: AppTest) -> None:
     app.query_params["dataset"] = "synthetic"
     app.run()
