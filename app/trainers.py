@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 import polar
-from polar.duel_process import NICENESS, make_job, read_weights
+from polar.duel_process import NICENESS, make_job
+from polar.saving import read_weights
 
 REPO = Path(__file__).resolve().parents[1]
 NICE = shutil.which("nice")  # coreutils' nice, to start trainers at low priority (None: they nice themselves)

@@ -9,17 +9,18 @@
 from .channel_cost import channel_macs, flops_layer_weights
 from .compare import finetune_config, matched_flops, threshold_rules
 from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range, parse_numbers
-from .data import DeviceDataset, ImageTensors
-from .datasets import DatasetError, load_dataset, load_images, load_training_data
+from .datasets import load_dataset, load_images, load_training_data
 from .device import autocast, finish_distributed, rank_world, resolve_device, synchronize, uses_bf16
+from .device_dataset import DatasetError, DeviceDataset, ImageTensors
 from .duel import Duel
+from .evaluate import evaluate
 from .export import export_onnx
 from .flops import Cost, cost, count_macs, flops_reduction
 from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share, valley
 from .grid import GRID_COLUMNS, grid_summary, read_grid, tl_grid
 from .latency import deployed_latency, latency_ms, paired_latency_ms, steady_allocator
 from .models import ChannelSet, PrunableModel, channel_sets, create_model, list_models, regularized_bns, sparse_bns
-from .pretrained import list_pretrained, pretrained
+from .pretrained import initial_model, list_pretrained, pretrained
 from .prune import mask, prune, prune_to_widths, pruned_cost, unpruned_cost
 from .regularizers import (
                            L1,
@@ -38,7 +39,7 @@ from .search import Trial, search_lambda
 from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .toy import toy_gammas
-from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot, initial_model, train
+from .train import EpochEvent, StepEvent, gamma_snapshot, train
 from .uniform import uniform_width_model
 
 __all__ = [

@@ -22,14 +22,14 @@ from typing import Any
 
 from .compare import finetune_config, matched_flops
 from .config import TrainConfig
-from .data import DeviceDataset
-from .duel_process import read_weights, weights_blob
+from .device_dataset import DeviceDataset
 from .export import export_onnx
 from .grid import tl_grid
 from .latency import deployed_latency, steady_allocator
-from .saving import save
+from .pretrained import initial_model
+from .saving import read_weights, save, weights_blob
 from .sweep import sweep
-from .train import EpochEvent, StepEvent, initial_model, train
+from .train import EpochEvent, StepEvent, train
 
 __all__ = ["run_task", "TASKS"]
 

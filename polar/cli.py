@@ -200,12 +200,12 @@ def _parse_reductions(text: str) -> list[float]:
 
 def cmd_prune(args: argparse.Namespace) -> None:
     from .datasets import load_dataset
+    from .evaluate import evaluate
     from .flops import cost, flops_reduction
     from .prune import prune
     from .saving import load, save
     from .sweep import sweep
     from .threshold import find_threshold, threshold_for_reduction
-    from .train import evaluate
 
     method, value = _parse_threshold(args.threshold)  # every argument is checked before anything is loaded
     reductions = _parse_reductions(args.sweep)
@@ -307,7 +307,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     from .datasets import load_training_data
     from .grid import grid_summary, read_grid, tl_grid
-    from .train import initial_model
+    from .pretrained import initial_model
 
     lams, ts = parse_numbers(args.lams, "--lams", limit="lam"), parse_numbers(args.ts, "--ts", limit="t")
     seeds = parse_numbers(args.seeds, "--seeds", int)

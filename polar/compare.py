@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from .config import SCHEDULES, ConfigError, TrainConfig
-from .data import DeviceDataset
+from .device_dataset import DeviceDataset
+from .evaluate import evaluate
 from .flops import flops_reduction
 from .prune import layer_thresholds, prune, pruned_channels, pruned_cost, unpruned_cost
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
-from .train import evaluate
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a table is built: ~0.4 s the explorer's first page does not need

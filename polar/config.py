@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .device_dataset import DATASETS
+from .models import list_models
+
 __all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range", "is_finite_number",
            "parse_numbers", "check_distinct"]
 
@@ -172,9 +175,6 @@ class TrainConfig:
         """Range checks with a one-line message each (the ranges are ``LIMITS``)."""
         for name in LIMITS:
             check_range(name, getattr(self, name))
-        from .datasets import DATASETS
-        from .models import list_models
-
         if self.model not in list_models():
             raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
         if self.dataset not in DATASETS:

@@ -1,7 +1,8 @@
 """Where images come from: CIFAR-10/100 (torchvision), image folders, a synthetic set; decoded once and cached.
 
-Every source ends as :class:`polar.data.ImageTensors` (uint8), cached as one ``.pt`` file under the data folder, so
-later runs skip decoding. ImageNet is the exception: too large to hold, it streams through DataLoader workers.
+Every source ends as :class:`polar.device_dataset.ImageTensors` (uint8), cached as one ``.pt`` file under the data
+folder, so later runs skip decoding. ImageNet is the exception: too large to hold, it streams through DataLoader
+workers.
 """
 from __future__ import annotations
 
@@ -17,17 +18,11 @@ from PIL import Image
 
 from .atomic import atomic_save
 from .config import TrainConfig
-from .data import DeviceDataset, ImageTensors
+from .device_dataset import DATASETS, DatasetError, DeviceDataset, ImageTensors
+from .imagenet import ImageNetData
 
-__all__ = ["DATASETS", "DatasetError", "load_images", "load_dataset", "load_training_data", "synthetic_images",
+__all__ = ["load_images", "load_dataset", "load_training_data", "synthetic_images",
            "default_data_dir"]
-
-DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic", "imagenet")
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be found or read; the message says what to put where."""
-
 
 def default_data_dir() -> Path:
     """``$POLAR_DATA`` if set, else ``./data``."""
@@ -217,8 +212,6 @@ def load_dataset(name: str, device: torch.device | str = "cpu", subset: int | No
 def load_training_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> DeviceDataset:
     """The dataset ``cfg`` names, on ``device`` (small images resident there; ImageNet streamed)."""
     if cfg.dataset == "imagenet":
-        from .imagenet import ImageNetData
-
         return ImageNetData(cfg.data_path, device, workers=cfg.workers)  # type: ignore[return-value]
     return load_dataset(cfg.dataset, device, subset=cfg.subset or None, data_dir=cfg.data_dir,
                         path=cfg.data_path or None)

@@ -18,8 +18,9 @@ from pathlib import Path
 from torch import nn
 
 from .config import ConfigError, TrainConfig
-from .data import DeviceDataset
-from .train import EpochEvent, StepEvent, initial_model, train
+from .device_dataset import DeviceDataset
+from .pretrained import initial_model
+from .train import EpochEvent, StepEvent, train
 
 __all__ = ["Duel"]
 

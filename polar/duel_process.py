@@ -26,7 +26,6 @@ then it exits. The parent cancels a task by stopping the process.
 from __future__ import annotations
 
 import copy
-import io
 import os
 import sys
 import time
@@ -37,31 +36,17 @@ import torch
 
 from .config import TrainConfig
 from .datasets import load_dataset
-from .device import resolve_device
+from .device import autocast, resolve_device
 from .duel import Duel
+from .evaluate import evaluate
 from .gamma_stats import gamma_summary
-from .saving import model_from_record
-from .train import EpochEvent, StepEvent, evaluate, gamma_snapshot
+from .saving import read_weights, weights_blob
+from .train import EpochEvent, StepEvent, gamma_snapshot
 
-__all__ = ["serve", "make_job", "weights_blob", "read_weights"]
+__all__ = ["serve", "make_job", "one_line"]
 
 NICENESS = 10  # a web server and its browser go first; training takes the CPU time they leave
 IDLE_EXIT_S = 30 * 60  # a child nobody sends a job to (its parent forgot it) leaves after this long
-
-
-def weights_blob(models: dict[str, torch.nn.Module]) -> bytes:
-    """Each model's record (architecture, spec, state_dict) as one ``torch.save`` blob."""
-    from .saving import model_record
-
-    buffer = io.BytesIO()
-    torch.save({name: model_record(model) for name, model in models.items()}, buffer)
-    return buffer.getvalue()
-
-
-def read_weights(blob: bytes) -> dict[str, torch.nn.Module]:
-    """The models of :func:`weights_blob` (weights only: nothing pickled is executed)."""
-    records = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    return {name: model_from_record(record) for name, record in records.items()}
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:
@@ -113,7 +98,7 @@ def serve(conn: Connection) -> None:
 
 def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
     """Run one ``polar.after_training`` task, reporting progress; any failure reaches the page as one line."""
-    from .after_training import run_task
+    from .after_training import run_task  # only a worker needs it (and the exporter, ONNX Runtime behind it)
 
     try:
         torch.set_num_threads(max(1, int(spec["threads"])))
@@ -206,8 +191,6 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
 def _warm_up(model: torch.nn.Module, data, cfg: TrainConfig) -> None:
     """One throwaway forward and backward pass on a copy, in the training's memory format and precision: oneDNN
     builds its kernels for these shapes now rather than in the first step after Start (~1 s on a 2-core CPU)."""
-    from .device import autocast
-
     spare = copy.deepcopy(model).to(data.device).train()
     x = data.test_x[: cfg.batch_size]
     if cfg.channels_last:

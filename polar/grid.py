@@ -23,11 +23,12 @@ from torch import nn
 
 from .atomic import atomic_write_text
 from .config import TrainConfig, check_distinct, check_range
-from .data import DeviceDataset
+from .device_dataset import DeviceDataset
+from .evaluate import evaluate
 from .flops import cost, flops_reduction
 from .prune import prune, pruned_cost
 from .threshold import NoValleyError, find_threshold
-from .train import evaluate, train
+from .train import train
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a table is built: ~0.4 s the explorer's first page does not need

@@ -1,6 +1,6 @@
 """ImageNet-scale data: too large to hold on the device, so it streams through ``ImageFolder`` + DataLoader workers
-with torchvision's standard transforms. Same interface as :class:`polar.data.DeviceDataset`, so the training loop
-does not care which one it gets.
+with torchvision's standard transforms. Same interface as :class:`polar.device_dataset.DeviceDataset`, so the training
+loop does not care which one it gets.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from .datasets import DatasetError
+from .device_dataset import DatasetError
 
 __all__ = ["ImageNetData"]
 

@@ -15,15 +15,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .atomic import atomic_save, atomic_write_text
-from .data import DeviceDataset
+from .config import ConfigError, TrainConfig
+from .device_dataset import DeviceDataset
+from .evaluate import evaluate
+from .models import create_model, unwrap
 from .runs import CheckpointError, RunDir, read_torch_file
 from .saving import model_from_record, model_record
-from .train import evaluate
 
-__all__ = ["pretrained", "list_pretrained", "publish", "BASELINES"]
+__all__ = ["pretrained", "list_pretrained", "publish", "initial_model", "BASELINES"]
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
 
@@ -74,3 +77,21 @@ def publish(run_dir: str | Path, name: str, command: str, data: DeviceDataset) -
     manifest = {**list_pretrained(), name: entry}
     atomic_write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", BASELINES / "manifest.json")
     return entry
+
+
+def initial_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """Fresh weights from the seed (so polar/L1/none runs share them), the weights in the file ``cfg.init``, or
+    with ``init="pretrained"`` the trained baseline Polar ships for ``cfg.model`` (``polar.pretrained``)."""
+    if cfg.init == "pretrained":
+        model = pretrained(cfg.model).train()
+        if model.num_classes != num_classes:
+            raise ConfigError(f"the pretrained {cfg.model} has {model.num_classes} classes but {cfg.dataset} has "
+                              f"{num_classes}; use --init '' (fresh weights) for this dataset")
+        return model
+    if cfg.init:
+        model = model_from_record(read_torch_file(cfg.init))
+        if unwrap(model).num_classes != num_classes:
+            raise ConfigError(f"{cfg.init} has {unwrap(model).num_classes} classes but {cfg.dataset} has {num_classes}")
+        return model
+    torch.manual_seed(cfg.seed)
+    return create_model(cfg.model, num_classes=num_classes)

@@ -5,6 +5,7 @@ state_dict are all it takes to rebuild it anywhere.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,7 +16,7 @@ from .atomic import atomic_save
 from .models import create_model, unwrap
 from .runs import CheckpointError, read_torch_file
 
-__all__ = ["save", "load", "model_record", "model_from_record"]
+__all__ = ["save", "load", "model_record", "model_from_record", "weights_blob", "read_weights"]
 
 
 def model_record(model: nn.Module) -> dict:
@@ -47,3 +48,16 @@ def load(path: str | Path | BinaryIO) -> nn.Module:
     """Load a model written by :func:`save` (or a run's ``checkpoint.pt``), from a path or an open binary file, on
     the CPU, in eval mode. Only tensors and plain data are read: a file carrying pickled code is refused."""
     return model_from_record(read_torch_file(path)).eval()
+
+
+def weights_blob(models: dict[str, nn.Module]) -> bytes:
+    """Named models' records as one ``torch.save`` blob: how weights cross a socket to a worker process."""
+    buffer = io.BytesIO()
+    torch.save({name: model_record(model) for name, model in models.items()}, buffer)
+    return buffer.getvalue()
+
+
+def read_weights(blob: bytes) -> dict[str, nn.Module]:
+    """The models of :func:`weights_blob` (weights only: nothing pickled is executed)."""
+    records = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    return {name: model_from_record(record) for name, record in records.items()}

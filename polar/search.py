@@ -17,10 +17,12 @@ from .atomic import atomic_write_csv
 from .config import ConfigError, TrainConfig
 from .datasets import load_training_data
 from .device import resolve_device
+from .evaluate import evaluate
 from .flops import cost, flops_reduction
+from .pretrained import initial_model
 from .prune import prune, pruned_cost
 from .threshold import NoValleyError, find_threshold
-from .train import EpochEvent, evaluate, initial_model, train
+from .train import EpochEvent, train
 
 __all__ = ["Trial", "search_lambda"]
 

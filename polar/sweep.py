@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .data import DeviceDataset
+from .device_dataset import DeviceDataset
+from .evaluate import evaluate
 from .flops import flops_reduction
 from .models import sparse_bns
 from .prune import prune, pruned_cost, unpruned_cost
 from .threshold import threshold_for_reduction
-from .train import evaluate
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a table is built: ~0.4 s the explorer's first page does not need

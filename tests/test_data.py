@@ -11,8 +11,7 @@ from PIL import Image
 
 import polar
 from polar.atomic import atomic_save
-from polar.data import PAD, random_crop, random_flip
-from polar.datasets import DatasetError
+from polar.device_dataset import PAD, DatasetError, random_crop, random_flip
 
 
 def test_random_crop_matches_per_image_crops() -> None:

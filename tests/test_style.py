@@ -36,3 +36,51 @@ def test_committed_results_name_no_machine_paths() -> None:
             text = re.sub(r'"code": "(?:[^"\\]|\\.)*"', "", text)
         found += [f"{path.relative_to(REPO)}: {m.group(0)}" for m in MACHINE_PATH.finditer(text)]
     assert not found, found[:10]
+
+
+def _polar_imports() -> dict[str, set[str]]:
+    """Each ``polar`` module's imports of other ``polar`` modules, at any depth of its code (function-local
+    imports included: they only hide a cycle). A package stands for its ``__init__``."""
+    import ast
+
+    root = REPO / "polar"
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            found |= {c for c in candidates if c in modules and c != name}
+        graph[name] = found
+    return graph
+
+
+def test_polar_has_no_import_cycles() -> None:
+    """An import cycle among the library's modules (even one dodged by a function-local import) means two modules
+    that cannot be read, tested or moved apart. A package's ``__init__`` re-exporting its modules is not a cycle
+    unless a module imports the package back."""
+    graph = _polar_imports()
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start])
+    assert not cycles, "\n".join(sorted(set(cycles)))

@@ -145,7 +145,7 @@ def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancell
         pool: TrainerPool, owners: Owners, data: polar.DeviceDataset, tmp_path: Path) -> None:
     """Prune, then a trade-off while another duel trains: the task waits for the one slot ('1 ahead'), runs in a
     worker process when the slot frees, reports progress and its result; a cancelled task's worker is gone."""
-    from polar.duel_process import read_weights, weights_blob
+    from polar.saving import read_weights, weights_blob
 
     owners.alive.update({"a", "b"})
     duel = _trained_duel(pool, data, tmp_path / "a", "a")
@@ -180,7 +180,7 @@ def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancell
 
 def test_a_closed_tab_cancels_its_running_task(pool: TrainerPool, owners: Owners, data: polar.DeviceDataset,
                                                tmp_path: Path) -> None:
-    from polar.duel_process import weights_blob
+    from polar.saving import weights_blob
 
     owners.alive.add("tab")
     duel = _trained_duel(pool, data, tmp_path / "a", "tab")

@@ -19,7 +19,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from trainers import DuelHandle, TaskSnapshot
 
 import polar
-from polar.duel_process import weights_blob
+from polar.saving import weights_blob
 
 RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]

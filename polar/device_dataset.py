@@ -1,4 +1,5 @@
-"""Small-image datasets held on the training device, with batched augmentation there.
+"""Small-image datasets held on the training device, with batched augmentation there; and the names of the datasets
+Polar loads (``polar.datasets`` loads them), with the error they raise.
 
 Decoding and augmenting one PIL image at a time caps a 2-core CPU at ~430 img/s for ResNet-20; keeping the whole
 split on the device as one tensor and cropping/flipping whole batches with tensor ops removes that work from the
@@ -13,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ImageTensors", "DeviceDataset", "PAD"]
+__all__ = ["ImageTensors", "DeviceDataset", "PAD", "DATASETS", "DatasetError"]
+
+DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic", "imagenet")  # what TrainConfig.dataset may name
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be found or read; the message says what to put where."""
+
 
 PAD = 4  # pixels of zero padding for the random crop, as torchvision's RandomCrop(32, padding=4)
 

@@ -1,0 +1,47 @@
+"""Test accuracy: the one evaluation every part of Polar reports (training epochs, pruning tables, baselines)."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .device import autocast, rank_world
+from .device_dataset import DeviceDataset
+
+__all__ = ["evaluate", "to_input"]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceDataset, batch_size: int = 256, channels_last: bool | None = None,
+             amp: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on the test split (summed over ranks when distributed).
+
+    In fp32 unless ``amp``; ``channels_last`` (default: on a CPU or GPU) only changes the memory layout, and
+    batches of 256 stay in a CPU's cache: together 2.5x faster than NCHW batches of 1,000 for a ResNet-20 on the
+    2-core CPU (2.65 -> 1.05 s on 1,000 images, one thread), with the same predictions."""
+    was_training = model.training
+    model.eval()
+    rank, world = rank_world()
+    device = data.device
+    if channels_last is None:
+        channels_last = device.type in ("cpu", "cuda")
+    total = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
+    for x, y in data.test_batches(batch_size, rank, world):
+        x, y = to_input(x, y, device, channels_last)
+        with autocast(device, amp):
+            logits = model(x)
+        total += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
+                              (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=device).double()])
+    if world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    loss, correct, count = total.tolist()  # CPU-GPU sync, once per evaluation
+    return loss / max(count, 1), correct / max(count, 1)
+
+
+def to_input(x: Tensor, y: Tensor, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
