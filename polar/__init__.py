@@ -7,7 +7,7 @@
         ...
 """
 from .channel_cost import channel_macs, flops_layer_weights
-from .compare import finetune_config, matched_flops, threshold_rules
+from .compare import ValleyPruning, finetune_config, matched_flops, prune_at_valley, threshold_rules
 from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range, parse_numbers
 from .datasets import load_dataset, load_images, load_training_data
 from .device import autocast, finish_distributed, rank_world, resolve_device, synchronize, uses_bf16
@@ -50,7 +50,8 @@ __all__ = [
     "load", "ConfigError", "DatasetError", "CheckpointError", "find_threshold", "threshold_for_reduction",
     "NoValleyError", "mask", "prune", "count_macs", "cost", "Cost", "flops_reduction", "is_polarized", "count_modes",
     "gamma_histogram", "middle_share", "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model",
-    "load_training_data", "Duel", "gamma_summary", "matched_flops", "finetune_config", "LIMITS", "check_range",
+    "prune_at_valley", "ValleyPruning", "load_training_data", "Duel", "gamma_summary", "matched_flops",
+    "finetune_config", "LIMITS", "check_range",
     "pretrained", "list_pretrained", "parse_numbers", "l1_lambda_for", "valley", "optimal_zero_share",
     "threshold_rules", "toy_gammas", "polarization", "export_onnx", "deployed_latency", "latency_ms",
     "paired_latency_ms", "steady_allocator", "PrunableModel", "ChannelSet", "channel_sets", "channel_macs",

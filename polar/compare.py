@@ -8,10 +8,13 @@ everywhere.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from .config import SCHEDULES, ConfigError, TrainConfig
@@ -24,7 +27,7 @@ from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 if TYPE_CHECKING:
     import pandas as pd  # imported where a table is built: ~0.4 s the explorer's first page does not need
 
-__all__ = ["matched_flops", "finetune_config", "threshold_rules", "MATCHED_COLUMNS"]
+__all__ = ["matched_flops", "prune_at_valley", "ValleyPruning", "finetune_config", "threshold_rules", "MATCHED_COLUMNS"]
 
 MATCHED_COLUMNS = ["method", "threshold", "macs", "params", "flops_reduction", "acc_unpruned", "acc_pruned",
                    "acc_zero_beta"]
@@ -47,8 +50,7 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
         raise ConfigError("give a reference model's name with its threshold, or a FLOPs reduction for all models")
     options: dict[str, Any] = {"round_to": round_to, "narrow_residual": narrow_residual}
     thresholds: dict[str, float] = {}
-    if threshold is not None:
-        assert reference is not None
+    if threshold is not None and reference is not None:
         base = unpruned_cost(models[reference])
         reduction = flops_reduction(base, pruned_cost(models[reference], threshold, **options))
         thresholds[reference] = threshold
@@ -56,17 +58,44 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
         if name not in thresholds:  # nothing to remove: a threshold below every γ
             thresholds[name] = threshold_for_reduction(model, reduction, **options) if reduction > 0 else -1.0
     rows, small = [], {}
-    for name, model in models.items():
-        model = model.to(data.device).eval()
-        small[name] = prune(model, thresholds[name], **options)
-        dropped = prune(model, thresholds[name], zero_beta=True, **options)
+    for name, model in models.items():  # the caller's models are only read: same device, mode and weights after
+        small[name] = prune(model, thresholds[name], **options).to(data.device)
+        dropped = prune(model, thresholds[name], zero_beta=True, **options).to(data.device)
         before, after = unpruned_cost(model), pruned_cost(model, thresholds[name], **options)
-        unpruned = accuracies[name] if accuracies and name in accuracies else evaluate(model, data)[1]
+        unpruned = (accuracies[name] if accuracies and name in accuracies
+                    else evaluate(_on_device(model, data.device), data)[1])
         rows.append({"method": name, "threshold": thresholds[name], "macs": after.macs, "params": after.params,
                      "flops_reduction": flops_reduction(before, after), "acc_unpruned": unpruned,
                      "acc_pruned": evaluate(small[name], data)[1], "acc_zero_beta": evaluate(dropped, data)[1]})
     import pandas as pd
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS), small
+
+
+def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` itself when it is on ``device`` already, else a copy there (the caller's model stays put)."""
+    first = next(model.parameters(), None)
+    return model if first is None or first.device == device else copy.deepcopy(model).to(device)
+
+
+@dataclass(frozen=True)
+class ValleyPruning:
+    """What pruning at Polar's valley did: None for ``threshold`` and ``acc_pruned`` when γ has no valley yet
+    (nothing was pruned)."""
+
+    threshold: float | None
+    flops_reduction: float
+    acc_pruned: float | None
+
+
+def prune_at_valley(model: nn.Module, data: DeviceDataset, upper: float = 1.0) -> ValleyPruning:
+    """Polar's robust valley, the exact FLOPs it removes, and the pruned network's test accuracy (no fine-tuning):
+    the one "prune, then measure" of a t/λ grid point and a λ-search trial."""
+    try:
+        threshold = find_threshold(model, "valley", upper=upper)
+    except NoValleyError:
+        return ValleyPruning(None, 0.0, None)
+    reduction = flops_reduction(unpruned_cost(model), pruned_cost(model, threshold))
+    return ValleyPruning(threshold, reduction, evaluate(prune(model, threshold).to(data.device), data)[1])
 
 
 def finetune_config(cfg: TrainConfig, preset: str = "demo-finetune", **overrides: Any) -> TrainConfig:

@@ -22,12 +22,10 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from .atomic import atomic_write_text
+from .compare import prune_at_valley
 from .config import TrainConfig, check_distinct, check_range
 from .device_dataset import DeviceDataset
 from .evaluate import evaluate
-from .flops import cost, flops_reduction
-from .prune import prune, pruned_cost
-from .threshold import NoValleyError, find_threshold
 from .train import train
 
 if TYPE_CHECKING:
@@ -53,12 +51,9 @@ def grid_point(cfg: TrainConfig, data: DeviceDataset, start: nn.Module, acc_star
     for _ in train(cfg, model=model, data=data):
         pass
     acc_unpruned = evaluate(model, data)[1]
-    try:
-        threshold: float | None = find_threshold(model, "valley", upper=cfg.upper)
-        reduction = flops_reduction(cost(model), pruned_cost(model, threshold))
-        acc_pruned = evaluate(prune(model, threshold), data)[1]
-    except NoValleyError:
-        threshold, reduction, acc_pruned = None, 0.0, acc_unpruned
+    pruned = prune_at_valley(model, data, upper=cfg.upper)
+    threshold, reduction = pruned.threshold, pruned.flops_reduction
+    acc_pruned = acc_unpruned if pruned.acc_pruned is None else pruned.acc_pruned  # no valley: nothing pruned
     acc_start = evaluate(start, data)[1] if acc_start is None else acc_start
     return {"lam": cfg.lam, "t": cfg.t, "seed": cfg.seed, "acc_start": acc_start, "acc_unpruned": acc_unpruned,
             "threshold": threshold, "flops_reduction": reduction, "acc_pruned": acc_pruned,

@@ -14,14 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic import atomic_write_csv
+from .compare import prune_at_valley
 from .config import ConfigError, TrainConfig
 from .datasets import load_training_data
 from .device import resolve_device
-from .evaluate import evaluate
-from .flops import cost, flops_reduction
 from .pretrained import initial_model
-from .prune import prune, pruned_cost
-from .threshold import NoValleyError, find_threshold
 from .train import EpochEvent, train
 
 __all__ = ["Trial", "search_lambda"]
@@ -60,19 +57,16 @@ def search_lambda(cfg: TrainConfig, target: float, out: str | Path, tolerance: f
         run_dir = out / f"trial{i:02d}_lam{lam:.3g}"
         model = initial_model(trial_cfg, data.num_classes)  # the same initial weights in every trial
         last = [e for e in train(trial_cfg, run_dir=run_dir, model=model, data=data) if isinstance(e, EpochEvent)][-1]
-        try:
-            threshold = find_threshold(model, "valley", upper=cfg.upper)
-            reduction = flops_reduction(cost(model), pruned_cost(model, threshold))
-            pruned_acc = evaluate(prune(model, threshold), data)[1]
-        except NoValleyError:
-            threshold, reduction, pruned_acc = math.nan, 0.0, math.nan
-        trial = Trial(i, lam, threshold, reduction, last.test_acc, pruned_acc, str(run_dir))
+        pruned = prune_at_valley(model, data, upper=cfg.upper)  # no valley: NaN threshold and accuracy
+        threshold = math.nan if pruned.threshold is None else pruned.threshold
+        pruned_acc = math.nan if pruned.acc_pruned is None else pruned.acc_pruned
+        trial = Trial(i, lam, threshold, pruned.flops_reduction, last.test_acc, pruned_acc, str(run_dir))
         rows.append(asdict(trial))
         atomic_write_csv(rows, out / "trials.csv")
         yield trial
-        if abs(reduction - target) <= tolerance:
+        if abs(pruned.flops_reduction - target) <= tolerance:
             return
-        if reduction < target:
+        if pruned.flops_reduction < target:
             lo = lam
         else:
             hi = lam

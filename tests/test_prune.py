@@ -389,3 +389,31 @@ def test_prune_to_widths_keeps_the_first_channels_of_each_set() -> None:
     assert [cs.bns[0].num_features for cs in polar.channel_sets(model)] != widths  # the model itself is untouched
     with pytest.raises(ValueError, match="widths for"):
         polar.prune_to_widths(model, widths[:-1])
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_matched_flops_leaves_its_arguments_as_they_were(synthetic: polar.DeviceDataset, mode: str) -> None:
+    """A library call reads the caller's models: their device, mode, memory format and weights are the same after
+    (it used to move them to the data's device and switch them to eval mode)."""
+    models = {m: polarize_randomly(polar.create_model("resnet20"), seed=i).train(mode == "train")
+              for i, m in enumerate(("polar", "l1"))}
+    before = {m: {k: v.clone() for k, v in model.state_dict().items()} for m, model in models.items()}
+    threshold = polar.find_threshold(models["polar"], "percent", value=0.4)
+    table, small = polar.matched_flops(models, synthetic, threshold=threshold, reference="polar")
+    for name, model in models.items():
+        assert model.training == (mode == "train")
+        assert all(torch.equal(v, before[name][k]) for k, v in model.state_dict().items())
+        assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert list(table["method"]) == ["polar", "l1"] and set(small) == {"polar", "l1"}
+
+
+def test_prune_at_valley_reports_the_valley_the_exact_flops_and_the_pruned_accuracy(
+        trained_polar: nn.Module, synthetic: polar.DeviceDataset) -> None:
+    result = polar.prune_at_valley(trained_polar, synthetic)
+    threshold = polar.find_threshold(trained_polar, "valley")
+    small = polar.prune(trained_polar, threshold)
+    assert result.threshold == threshold
+    assert result.flops_reduction == pytest.approx(polar.flops_reduction(polar.cost(trained_polar), polar.cost(small)))
+    assert result.acc_pruned == polar.evaluate(small, synthetic)[1]
+    flat = polar.create_model("resnet20")  # fresh γ are all 1: no valley, nothing pruned
+    assert polar.prune_at_valley(flat, synthetic) == polar.ValleyPruning(None, 0.0, None)
