@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write_text
 from .compare import finetune_config
-from .config import SCHEDULES, ConfigError, TrainConfig, parse_numbers
+from .config import SCHEDULES, ConfigError, TrainConfig, field_types, parse_numbers
 from .device import finish_distributed, rank_world, resolve_device
 from .runs import RunDir
 from .train import EpochEvent, StepEvent, train
@@ -31,13 +31,13 @@ __all__ = ["main", "build_parser"]
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; defaults are SUPPRESSed so only flags the user typed override the preset."""
+    kinds = field_types()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
+        if kinds[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
         else:
-            cast = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, dest=f.name, type=cast, default=argparse.SUPPRESS,
+            parser.add_argument(flag, dest=f.name, type=kinds[f.name], default=argparse.SUPPRESS,
                                 help=f"(default {f.default!r} or the preset's)")
 
 

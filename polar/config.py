@@ -10,13 +10,13 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from .device_dataset import DATASETS
 from .models import list_models
 
 __all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range", "is_finite_number",
-           "parse_numbers", "check_distinct"]
+           "parse_numbers", "check_distinct", "field_types"]
 
 
 class ConfigError(ValueError):
@@ -28,7 +28,6 @@ class ConfigError(ValueError):
 # scripts exactly. "demo*" are Polar's own: a few epochs for laptops and the app.
 SCHEDULES: dict[str, dict[str, Any]] = {
     "cifar": dict(epochs=200, batch_size=64, lr=0.1, lr_schedule="step", weight_decay=1e-4, bn_wd=True),
-    "cifar-finetune": dict(epochs=200, batch_size=64, lr=0.1, lr_schedule="step", weight_decay=1e-4, bn_wd=True),
     "imagenet": dict(epochs=120, batch_size=256, lr=0.1, lr_schedule="cosine", weight_decay=1e-4, bn_wd=True),
     "demo": dict(epochs=5, batch_size=128, lr=0.1, lr_schedule="cosine", weight_decay=5e-4, bn_wd=False),
     "demo-finetune": dict(epochs=3, batch_size=128, lr=0.02, lr_schedule="cosine", weight_decay=5e-4, bn_wd=False),
@@ -53,6 +52,9 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "paper-imagenet-finetune": dict(epochs=128, batch_size=512, lr=0.05, lr_schedule="cosine", weight_decay=1e-4,
                                     bn_wd=True, reg="none", lam=0.0),
 }
+
+# Network slimming fine-tunes a pruned network with its training settings; here with no regularizer.
+SCHEDULES["cifar-finetune"] = dict(SCHEDULES["cifar"], reg="none", lam=0.0)
 
 # Polarization settings at the paper's scale (200 CIFAR epochs). Its released CIFAR scripts use λ = 1e-4;
 # the ResNet-56 value is the one this project's spec fixes. Brief runs need a proportionally larger λ.
@@ -129,9 +131,10 @@ def check_distinct(values: Sequence[float], name: str) -> None:
         seen.add(value)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on; saved as ``config.json`` in the run directory."""
+    """Everything a training run depends on; saved as ``config.json`` in the run directory. Frozen: a variant is
+    ``dataclasses.replace(cfg, lam=...)``, checked like the original."""
 
     model: str = "resnet56"  # a name from polar.list_models()
     dataset: str = "cifar10"  # cifar10 | cifar100 | imagefolder | synthetic | imagenet
@@ -162,13 +165,13 @@ class TrainConfig:
     # --flops-weighted --weight-min LOW --weight-max HIGH; polar.channel_cost.flops_layer_weights); "" = unweighted
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            want = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(f.type)]
-            if not isinstance(value, want) or (str(f.type) == "int" and isinstance(value, bool)):
-                raise ConfigError(f"{f.name} must be {f.type}, got {value!r}")
-            if str(f.type) == "float":
-                setattr(self, f.name, float(value))
+        for name, kind in field_types().items():
+            value = getattr(self, name)
+            want = (int, float) if kind is float else kind
+            if not isinstance(value, want) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+            if kind is float:
+                object.__setattr__(self, name, float(value))  # frozen: the one normalisation, at construction
         self.validate()
 
     def validate(self) -> None:
@@ -238,3 +241,10 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def field_types() -> dict[str, type]:
+    """Each ``TrainConfig`` field's type as a class (the annotations are strings under ``from __future__ import
+    annotations``; ``typing.get_type_hints`` resolves them)."""
+    hints = get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}

@@ -1,7 +1,6 @@
 """The command line: a tiny run writes the run directory; bad input ends in one line and exit status 2."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -63,7 +62,7 @@ def _one_line_refusal(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     return err
 
 
-NUMERIC_FLAGS = [f.name for f in dataclasses.fields(polar.TrainConfig) if f.type in ("int", "float")]
+NUMERIC_FLAGS = [name for name, kind in polar.config.field_types().items() if kind in (int, float)]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])

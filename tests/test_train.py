@@ -155,3 +155,19 @@ def test_flops_weighted_training_runs_and_is_recorded(synthetic) -> None:
     last = _final_epoch(cfg, synthetic)
     assert polar.TrainConfig.from_dict(cfg.to_dict()).flops_weight_range() == (0.5, 1.5)
     assert last.test_acc > 0.3
+
+
+def test_train_config_is_frozen_and_every_variant_is_checked() -> None:
+    import dataclasses
+
+    cfg = polar.TrainConfig(model="resnet20", dataset="synthetic", lam=1)
+    assert cfg.lam == 1.0 and isinstance(cfg.lam, float)  # ints become floats once, at construction
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lam = 0.5  # type: ignore[misc]
+    assert dataclasses.replace(cfg, lam=0.5).lam == 0.5 and cfg.lam == 1.0
+    with pytest.raises(polar.ConfigError, match="lam must be in"):
+        dataclasses.replace(cfg, lam=-1.0)
+    with pytest.raises(polar.ConfigError, match="epochs must be int"):
+        dataclasses.replace(cfg, epochs=2.5)
+    finetune = polar.TrainConfig.from_preset("cifar-finetune", model="resnet20")
+    assert (finetune.reg, finetune.lam) == ("none", 0.0)  # the preset says what its name says
