@@ -155,7 +155,9 @@ async def student(browser, url: str, delay: float, train_s: float, waits: dict[s
     step = "open"
     try:
         await page.goto(url, timeout=120_000)
-        await page.get_by_text(re.compile(r"Trainer ready|The server is busy")).first.wait_for(timeout=300_000)
+        # the page is usable once it invites Start, whether its trainer is ready, getting ready or not given yet
+        # (a busy server starts one when Start is pressed)
+        await page.get_by_text(re.compile(r"Press Start to train both networks")).first.wait_for(timeout=300_000)
         step = "start"
         await page.get_by_role("button", name="▶ Start").click()
         running = page.get_by_text(re.compile(r"^running · step [1-9]"))

@@ -8,11 +8,12 @@
 """
 from .channel_cost import channel_macs, flops_layer_weights
 from .compare import ValleyPruning, finetune_config, matched_flops, prune_at_valley, threshold_rules
-from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, ConfigError, TrainConfig, check_range, parse_numbers
+from .config import LIMITS, PAPER_SETTINGS, SCHEDULES, TrainConfig, check_range, parse_numbers
 from .datasets import load_dataset, load_images, load_training_data
 from .device import autocast, finish_distributed, rank_world, resolve_device, synchronize, uses_bf16
-from .device_dataset import DatasetError, DeviceDataset, ImageTensors
+from .device_dataset import DeviceDataset, ImageTensors
 from .duel import Duel
+from .errors import CheckpointError, ConfigError, DatasetError, PolarError
 from .evaluate import evaluate
 from .export import export_onnx
 from .flops import Cost, cost, count_macs, flops_reduction
@@ -32,7 +33,7 @@ from .regularizers import (
                            polarization,
                            sparse_gammas,
 )
-from .runs import CheckpointError, RunDir
+from .runs import RunDir
 from .saving import load, save
 from .schedule import lr_sum, scale_lambda
 from .search import Trial, search_lambda
@@ -47,7 +48,7 @@ __all__ = [
     "make_regularizer", "sparse_gammas", "TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "train", "StepEvent",
     "EpochEvent", "evaluate", "gamma_snapshot", "resolve_device", "rank_world", "finish_distributed", "autocast",
     "uses_bf16", "synchronize", "load_dataset", "load_images", "DeviceDataset", "ImageTensors", "RunDir", "save",
-    "load", "ConfigError", "DatasetError", "CheckpointError", "find_threshold", "threshold_for_reduction",
+    "load", "PolarError", "ConfigError", "DatasetError", "CheckpointError", "find_threshold", "threshold_for_reduction",
     "NoValleyError", "mask", "prune", "count_macs", "cost", "Cost", "flops_reduction", "is_polarized", "count_modes",
     "gamma_histogram", "middle_share", "scale_lambda", "lr_sum", "sweep", "search_lambda", "Trial", "initial_model",
     "prune_at_valley", "ValleyPruning", "load_training_data", "Duel", "gamma_summary", "matched_flops",

@@ -23,6 +23,7 @@ from typing import Any
 from .compare import finetune_config, matched_flops
 from .config import TrainConfig
 from .device_dataset import DeviceDataset
+from .errors import ConfigError
 from .export import export_onnx
 from .grid import tl_grid
 from .latency import deployed_latency, steady_allocator
@@ -118,5 +119,5 @@ TASKS: dict[str, Callable[[dict[str, Any], DeviceDataset, Progress], dict[str, A
 def run_task(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
     """Run ``spec["kind"]`` (one of :data:`TASKS`) on ``data``; the result is a dict of builtins and bytes."""
     if spec.get("kind") not in TASKS:
-        raise ValueError(f"unknown task {spec.get('kind')!r}; choose one of: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {spec.get('kind')!r}; choose one of: {', '.join(TASKS)}")
     return TASKS[spec["kind"]](spec, data, progress)

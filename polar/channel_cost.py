@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .errors import ConfigError
 from .flops import count_macs
 from .models import channel_sets, regularized_bns, unwrap
 from .prune import prune_to_widths
@@ -38,7 +39,7 @@ def flops_layer_weights(model: nn.Module, low: float, high: float,
     more of the expensive layers (the official ``--flops-weighted --weight-min --weight-max``).
     """
     if not 0.0 <= low <= high:
-        raise ValueError(f"FLOPs weights need 0 <= low <= high, got low={low!r}, high={high!r}")
+        raise ConfigError(f"FLOPs weights need 0 <= low <= high, got low={low!r}, high={high!r}")
     per_bn = {id(bn): macs for cs, macs in zip(channel_sets(model), channel_macs(model, input_size))
               for bn in cs.bns}
     costs = [per_bn.get(id(bn), 0) for bn in regularized_bns(model)]

@@ -22,6 +22,7 @@ from .atomic import atomic_write_text
 from .compare import finetune_config
 from .config import SCHEDULES, ConfigError, TrainConfig, field_types, parse_numbers
 from .device import finish_distributed, rank_world, resolve_device
+from .errors import PolarError
 from .runs import RunDir
 from .train import EpochEvent, StepEvent, train
 
@@ -298,7 +299,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         last = trial
         print(f"trial {trial.trial}: λ {trial.lam:.4g} -> valley {trial.threshold:.3f}, FLOPs reduction "
               f"{trial.flops_reduction:.1%}, test acc {trial.test_acc:.4f} -> {trial.pruned_acc:.4f} after pruning")
-    assert last is not None
+    if last is None:  # max_trials >= 1 was checked above
+        raise RuntimeError("the λ search ran no trial")
     hit = abs(last.flops_reduction - args.target_flops_reduction) <= args.tolerance
     print(f"{'found' if hit else 'closest after the trial budget'}: λ = {last.lam:.4g} ({last.run_dir}); "
           f"all trials in {args.out}/trials.csv")
@@ -339,8 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("polar: interrupted; the run directory keeps its last complete epoch (continue with --resume)",
               file=sys.stderr)
         return 130
-    except ValueError as err:  # ConfigError, DatasetError, CheckpointError and the registry's errors
-        print(f"polar: error: {err}", file=sys.stderr)
+    except PolarError as err:  # ConfigError, DatasetError, CheckpointError, NoValleyError: the user can fix them;
+        print(f"polar: error: {err}", file=sys.stderr)  # anything else is a bug and keeps its traceback
         return 2
     except OSError as err:  # a disk that filled up, a folder that vanished: say which file, keep what is saved
         print(f"polar: error: {err.strerror or err} ({err.filename or 'a file'}); nothing saved before was changed",

@@ -13,14 +13,11 @@ from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 from .device_dataset import DATASETS
+from .errors import ConfigError
 from .models import list_models
 
 __all__ = ["TrainConfig", "SCHEDULES", "PAPER_SETTINGS", "ConfigError", "LIMITS", "check_range", "is_finite_number",
            "parse_numbers", "check_distinct", "field_types"]
-
-
-class ConfigError(ValueError):
-    """A setting is unknown or out of range; the message names it and says what is allowed."""
 
 
 # Schedules (SGD, momentum 0.9). "cifar": network slimming's (batch 64, lr 0.1 divided by 10 at 50% and 75% of

@@ -156,7 +156,8 @@ def synthetic_images(num_classes: int = 10, per_class: int = 200, test_per_class
 
 def _cache_path(name: str, root: Path, path: Path | None) -> Path:
     if name == "imagefolder":
-        assert path is not None
+        if path is None:
+            raise DatasetError("the imagefolder dataset needs its folder: pass --data-path (train/ and test/ inside)")
         key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
         return root / f"imagefolder_{key}_uint8.pt"
     return root / name / f"{name}_uint8.pt"

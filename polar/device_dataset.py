@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import ConfigError, DatasetError
+
 __all__ = ["ImageTensors", "DeviceDataset", "PAD", "DATASETS", "DatasetError"]
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic", "imagenet")  # what TrainConfig.dataset may name
 
-
-class DatasetError(ValueError):
-    """The dataset cannot be found or read; the message says what to put where."""
 
 
 PAD = 4  # pixels of zero padding for the random crop, as torchvision's RandomCrop(32, padding=4)
@@ -44,7 +43,7 @@ class ImageTensors:
         training split's statistics, so it is normalised exactly as the full data (and as a model trained on it)."""
         for name, n in (("subset", per_class), ("test subset", test_per_class)):
             if n is not None and n <= 0:
-                raise ValueError(f"{name} must be a positive number of images per class, got {n}")
+                raise ConfigError(f"{name} must be a positive number of images per class, got {n}")
         train = _first_per_class(self.train_y, per_class, len(self.classes)) if per_class else None
         test = _first_per_class(self.test_y, test_per_class, len(self.classes)) if test_per_class else None
         return ImageTensors(self.train_x if train is None else self.train_x[train],

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
+from .errors import ConfigError
 from .models import unwrap
 
 __all__ = ["export_onnx"]
@@ -26,10 +27,10 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, 
     ``input_size``: the example input's shape (default: the model's own, e.g. (1, 3, 32, 32) for CIFAR)."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; pass a file path such as {path / 'model.onnx'}")
+        raise ConfigError(f"{path} is a folder; pass a file path such as {path / 'model.onnx'}")
     inner = unwrap(model)
     if input_size is None and not isinstance(getattr(inner, "input_size", None), int):
-        raise ValueError(f"{type(inner).__name__} does not say its input size; pass input_size=(1, C, H, W) "
+        raise ConfigError(f"{type(inner).__name__} does not say its input size; pass input_size=(1, C, H, W) "
                          "(models from polar.create_model know theirs)")
     # a contiguous CPU copy: channels_last weights make torch.export specialise the batch size
     inner = copy.deepcopy(inner).eval().cpu().to(memory_format=torch.contiguous_format)

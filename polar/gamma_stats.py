@@ -8,7 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from .config import ConfigError, check_range
+from .config import check_range
+from .errors import ConfigError, PolarError
 
 __all__ = ["flat_gammas", "gamma_histogram", "count_modes", "middle_share", "valley", "is_polarized",
            "NoValleyError", "MIDDLE_BAND", "gamma_summary"]
@@ -68,7 +69,7 @@ def middle_share(gammas: Mapping[str, Tensor] | Tensor, band: tuple[float, float
     return float(((g > band[0]) & (g < band[1])).float().mean())
 
 
-class NoValleyError(ValueError):
+class NoValleyError(PolarError):
     """The γ histogram has no valley (one mode, as under L1 or no regularizer)."""
 
 

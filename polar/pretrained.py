@@ -41,7 +41,7 @@ def pretrained(name: str) -> nn.Module:
     """The shipped baseline ``name`` (fp32, eval mode) after checking its file against the manifest's sha256."""
     manifest = list_pretrained()
     if name not in manifest:
-        raise ValueError(f"no trained baseline named {name!r}; available: {', '.join(manifest) or 'none'} "
+        raise ConfigError(f"no trained baseline named {name!r}; available: {', '.join(manifest) or 'none'} "
                          "(or train one: polar train --reg none ...)")
     entry = manifest[name]
     path = BASELINES / entry["file"]

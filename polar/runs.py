@@ -14,12 +14,9 @@ import torch
 from torch import Tensor
 
 from .atomic import atomic_save, atomic_write_csv, atomic_write_text, remove_stale_temporaries
+from .errors import CheckpointError
 
 __all__ = ["RunDir", "CheckpointError"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or saved model cannot be read; the message says which file and what to do."""
 
 
 def read_torch_file(source: str | Path | BinaryIO) -> dict[str, Any]:

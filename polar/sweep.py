@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .device_dataset import DeviceDataset
+from .errors import ConfigError
 from .evaluate import evaluate
 from .flops import flops_reduction
 from .models import sparse_bns
@@ -79,7 +80,7 @@ def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | N
     as soon as it is measured (a page's progress).
     """
     if (thresholds is None) == (reductions is None):
-        raise ValueError("give either thresholds or target FLOPs reductions")
+        raise ConfigError("give either thresholds or target FLOPs reductions")
     model = separate_ties(model.to(data.device).eval())
     base = unpruned_cost(model, input_size)
     unpruned = evaluate(model, data)[1]

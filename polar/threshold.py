@@ -11,6 +11,7 @@ import warnings
 from torch import Tensor, nn
 
 from .config import is_finite_number
+from .errors import ConfigError
 from .flops import flops_reduction
 from .gamma_stats import NoValleyError, check_histogram, gamma_histogram, valley
 from .models import sparse_bns, unwrap
@@ -44,17 +45,17 @@ def _one_threshold(gammas: Tensor, method: str, value: float | None, upper: floa
                           stacklevel=3)
         return found
     if value is None:
-        raise ValueError(f"method {method!r} needs a value")
+        raise ConfigError(f"method {method!r} needs a value")
     if method == "fixed":
         if not is_finite_number(value):
-            raise ValueError(f"threshold must be a finite number, got {value!r}")
+            raise ConfigError(f"threshold must be a finite number, got {value!r}")
         return float(value)
     if method == "percent":
         if not 0 <= value < 1:
-            raise ValueError(f"percent must be a share in [0, 1), got {value}")
+            raise ConfigError(f"percent must be a share in [0, 1), got {value}")
         k = int(round(value * len(gammas)))
         return float(gammas.sort().values[k - 1]) if k > 0 else float(gammas.min()) - 1.0
-    raise ValueError(f"unknown threshold method {method!r}; choose valley, paper, percent or fixed")
+    raise ConfigError(f"unknown threshold method {method!r}; choose valley, paper, percent or fixed")
 
 
 def find_threshold(model: nn.Module, method: str = "valley", value: float | None = None, upper: float = 1.0,
@@ -96,7 +97,7 @@ def threshold_for_reduction(model: nn.Module, target: float, input_size: tuple[i
     Each step counts the candidate with ``polar.pruned_cost`` (exact, without building it): milliseconds per target
     where pruning and profiling every candidate took seconds (bench/threshold_search.py)."""
     if not is_finite_number(target) or not 0 <= target < 1:
-        raise ValueError(f"target FLOPs reduction must be in [0, 1), got {target}")
+        raise ConfigError(f"target FLOPs reduction must be in [0, 1), got {target}")
     gammas = sparse_gammas(model).detach().float().cpu().sort().values
     base = unpruned_cost(model, input_size)
     lo, hi = 0, len(gammas) - 1  # invariant: threshold gammas[hi] reaches the target (or is the largest)

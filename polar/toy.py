@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .config import check_range
+from .errors import ConfigError
 
 __all__ = ["toy_gammas", "penalty_gradient"]
 
@@ -27,11 +28,11 @@ def toy_gammas(reg: str, lam: float, t: float = 1.2, n: int = 2000, steps: int =
     ``clamp``: keep γ in [0, 1] after every step (the paper's polarization does; turning it off shows why it is
     needed: without it, the γ below the mean keep falling past 0)."""
     if reg not in ("polar", "l1"):
-        raise ValueError(f"reg must be polar or l1, got {reg!r}")
+        raise ConfigError(f"reg must be polar or l1, got {reg!r}")
     check_range("lam", lam)
     check_range("t", t)
     if n < 2 or steps < 0:
-        raise ValueError(f"need n >= 2 factors and steps >= 0, got n={n}, steps={steps}")
+        raise ConfigError(f"need n >= 2 factors and steps >= 0, got n={n}, steps={steps}")
     gen = torch.Generator().manual_seed(seed)
     importance = torch.exp(torch.randn(n, generator=gen))  # log-normal(0, 1): how much the task needs each channel
     preferred = 0.3 + 0.4 * torch.rand(n, generator=gen)

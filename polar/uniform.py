@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .errors import ConfigError
 from .flops import count_macs
 from .models import channel_sets, create_model
 from .prune import prune_to_widths
@@ -29,7 +30,7 @@ def uniform_width_model(name: str, flops_reduction: float, num_classes: int = 10
     """(scale, model): the largest scale (by bisection, to 2^-30) whose uniformly thinner ``name`` removes at least
     ``flops_reduction`` of the full model's FLOPs, and that model, freshly initialized for training from scratch."""
     if not 0.0 < flops_reduction < 1.0:
-        raise ValueError(f"flops_reduction must be in (0, 1), e.g. 0.5; got {flops_reduction!r}")
+        raise ConfigError(f"flops_reduction must be in (0, 1), e.g. 0.5; got {flops_reduction!r}")
     full = count_macs(create_model(name, num_classes=num_classes), input_size)[0]
     lo, hi = 0.0, 1.0
     for _ in range(30):

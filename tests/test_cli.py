@@ -190,3 +190,20 @@ def test_grid_writes_every_point_and_resumes_without_training(tmp_path: Path) ->
     assert bad.returncode == 2 and "--lams must be comma-separated numbers" in bad.stderr
     bad = _polar("grid", "--lams", "0.01", "--ts", "9", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "t must be in [0, 4]" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_user_error_is_one_line_but_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture,
+                                                                 tmp_path: Path) -> None:
+    """The CLI prints the library's errors (``polar.PolarError``) as one line; any other exception is a bug in
+    Polar, and hiding it behind 'polar: error:' would hide where it happened."""
+    import polar.cli
+
+    def broken(args) -> None:
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(polar.cli, "cmd_export", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["export", "--run", str(tmp_path)])
+    assert "polar: error" not in capsys.readouterr().err
+    assert "is this a run directory?" in _one_line_refusal(capsys, ["prune", "--run", str(tmp_path / "missing")])

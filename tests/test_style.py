@@ -84,3 +84,12 @@ def test_polar_has_no_import_cycles() -> None:
         if start not in done:
             visit(start, [start])
     assert not cycles, "\n".join(sorted(set(cycles)))
+
+
+def test_library_code_checks_with_exceptions_not_asserts() -> None:
+    """``python -O`` strips asserts: a check that guards the user's data must raise the library's errors."""
+    import ast
+
+    found = [f"{path.relative_to(REPO)}:{node.lineno}" for path in sorted((REPO / "polar").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert not found, found

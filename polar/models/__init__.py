@@ -1,6 +1,7 @@
 """Polar's model zoo: CIFAR ResNets, VGG-16, MobileNetV2 and the ImageNet ResNet-50 / MobileNetV2."""
 from torch import nn
 
+from ..errors import ConfigError
 from . import mobilenetv2, resnet, vgg  # noqa: F401  (registers the builders)
 from ._common import ChannelSet, PrunableModel
 from ._registry import create_model, list_models, register_model
@@ -47,6 +48,6 @@ def prunable(model: nn.Module) -> PrunableModel:
     """
     inner = unwrap(model)
     if not isinstance(inner, PrunableModel):
-        raise ValueError(f"{type(inner).__name__} does not provide polar.models.PrunableModel (sparse_bns, "
+        raise ConfigError(f"{type(inner).__name__} does not provide polar.models.PrunableModel (sparse_bns, "
                          "regularized_bns, channel_sets, spec, input_size); build models with polar.create_model")
     return inner

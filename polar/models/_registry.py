@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["register_model", "create_model", "list_models"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -36,5 +38,5 @@ def create_model(name: str, **cfg: Any) -> nn.Module:
         ValueError: if ``name`` is not registered; the message lists the valid names.
     """
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return _BUILDERS[name](**cfg)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ._common import ChannelSet, FoldedBias, init_official_cifar, init_weights
 from ._registry import register_model
 
@@ -66,7 +67,7 @@ def option_a_index(previous: list[int], current: list[int], previous_planes: int
     position = {c: i for i, c in enumerate(current)}
     missing = [c for c in previous if c + pad not in position]
     if missing:
-        raise ValueError(f"residual channels {missing} of a stage are dropped by the next one; "
+        raise ConfigError(f"residual channels {missing} of a stage are dropped by the next one; "
                          "a stream may only drop channels its predecessor dropped too")
     return [position[c + pad] for c in previous]
 
@@ -231,7 +232,7 @@ class CifarResNet(_ResNetBase):
                  stream_channels: list[list[int] | None] | None = None) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got {depth}")
+            raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got {depth}")
         self.name = f"resnet{depth}"
         self.depth, self.num_classes = depth, num_classes
         self.stream_channels = [None if chans is None else list(chans) for chans in stream_channels or [None] * 3]

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..models import ChannelSet, channel_sets, unwrap
 from . import mobilenet, resnet, vgg  # noqa: F401  (each registers its family's surgery and cost rule)
 from .cost import layer_widths, pruned_channels, pruned_cost, unpruned_cost
@@ -90,7 +91,7 @@ def prune_to_widths(model: nn.Module, widths: Sequence[int]) -> nn.Module:
     probe = copy.deepcopy(unwrap(model))
     sets = channel_sets(probe)
     if len(widths) != len(sets):
-        raise ValueError(f"{len(widths)} widths for {len(sets)} channel sets; give one per polar.channel_sets entry")
+        raise ConfigError(f"{len(widths)} widths for {len(sets)} channel sets; give one per polar.channel_sets entry")
     with torch.no_grad():
         for cs, width in zip(sets, widths):
             for bn in cs.bns:

@@ -20,6 +20,7 @@ from functools import singledispatch
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..flops import Cost
 from ..models import channel_sets, sparse_bns, unwrap
 from .plan import Threshold, plan_removal
@@ -37,7 +38,7 @@ _COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
 def layer_widths(model: nn.Module, removal: Removal) -> Widths:
     """The (input, output) widths pruning gives each conv, linear layer and BN of ``model`` whose widths change,
     and None for those it drops; layers not named keep their widths."""
-    raise ValueError(f"pruning has no cost rule for {type(model).__name__}; use a model from polar.create_model, or "
+    raise ConfigError(f"pruning has no cost rule for {type(model).__name__}; use a model from polar.create_model, or "
                      "register one with polar.prune.cost.layer_widths.register")
 
 
@@ -76,7 +77,7 @@ def _count(module: nn.Module, widths: tuple[int, int], outputs: int) -> tuple[in
     if isinstance(module, nn.Conv2d):
         depthwise = module.groups > 1
         if depthwise and not module.groups == module.in_channels == module.out_channels:
-            raise ValueError(f"{module} is a grouped conv; pruning only handles plain and depthwise convs")
+            raise ConfigError(f"{module} is a grouped conv; pruning only handles plain and depthwise convs")
         per_output = (1 if depthwise else c_in) * module.kernel_size[0] * module.kernel_size[1]
         bias = c_out if module.bias is not None else 0
         return outputs * c_out * per_output, c_out * per_output + bias

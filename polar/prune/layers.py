@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..models._common import FoldedBias
 
 
@@ -27,14 +28,16 @@ def prune_conv_out(conv: nn.Conv2d, keep: Tensor) -> None:
 
 def prune_conv_in(conv: nn.Conv2d, keep: Tensor) -> None:
     """Keep only the input channels ``keep`` of a (non-grouped) conv."""
-    assert conv.groups == 1, "grouped convs are pruned with prune_depthwise"
+    if conv.groups != 1:
+        raise ConfigError(f"{conv} is grouped: prune its channels with prune_depthwise")
     conv.weight = _select(conv.weight, 1, keep)
     conv.in_channels = len(keep)
 
 
 def prune_depthwise(conv: nn.Conv2d, keep: Tensor) -> None:
     """Keep channels ``keep`` of a depthwise conv: input, output and groups stay tied."""
-    assert conv.groups == conv.in_channels == conv.out_channels, "not a depthwise conv"
+    if not conv.groups == conv.in_channels == conv.out_channels:
+        raise ConfigError(f"{conv} is not a depthwise conv: prune it with prune_conv_out / prune_conv_in")
     prune_conv_out(conv, keep)
     conv.in_channels = conv.groups = len(keep)
 
@@ -43,7 +46,8 @@ def prune_bn(bn: nn.BatchNorm2d, keep: Tensor) -> None:
     """Keep channels ``keep`` of a BatchNorm: γ, β and the running statistics."""
     bn.weight = _select(bn.weight, 0, keep)
     bn.bias = _select(bn.bias, 0, keep)
-    assert bn.running_mean is not None and bn.running_var is not None
+    if bn.running_mean is None or bn.running_var is None:
+        raise ConfigError(f"{bn} keeps no running statistics (track_running_stats=False); pruning folds them")
     bn.running_mean = bn.running_mean.index_select(0, keep.to(bn.running_mean.device)).clone()
     bn.running_var = bn.running_var.index_select(0, keep.to(bn.running_var.device)).clone()
     bn.num_features = len(keep)
@@ -120,5 +124,6 @@ class Recorder:
     def constant(self, module: nn.Module, channels: Tensor) -> Tensor:
         """The recorded activation of ``channels`` (removed ones), checked to be the same for every sample."""
         x = self.seen[id(module)][:, channels]
-        assert torch.equal(x, x[:1].expand_as(x)), "removed channels must be input-independent"
+        if not torch.equal(x, x[:1].expand_as(x)):  # the plan removes only channels that carry a constant
+            raise RuntimeError("a removed channel's activation depends on the input; pruning cannot fold it")
         return x[:1]  # (1, R, H, W) or (1, R)

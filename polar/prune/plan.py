@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import is_finite_number
+from ..errors import ConfigError
 from ..models import ChannelSet, channel_sets, sparse_bns, unwrap
 
 
@@ -35,14 +36,14 @@ def layer_thresholds(model: nn.Module, threshold: Threshold) -> dict[str, float]
     if isinstance(threshold, Mapping):
         missing, unknown = sorted(set(names) - set(threshold)), sorted(set(threshold) - set(names))
         if missing or unknown:
-            raise ValueError(f"per-layer thresholds must name every sparse BN: missing {missing[:3]}, unknown "
+            raise ConfigError(f"per-layer thresholds must name every sparse BN: missing {missing[:3]}, unknown "
                              f"{unknown[:3]}; get them from polar.find_threshold(model, per_layer=True)")
         values = {name: threshold[name] for name in names}
     else:
         values = dict.fromkeys(names, threshold)
     for name, value in values.items():
         if not is_finite_number(value):
-            raise ValueError(f"threshold must be a finite number (channels with γ <= it go), got {value!r}"
+            raise ConfigError(f"threshold must be a finite number (channels with γ <= it go), got {value!r}"
                              + (f" for {name}" if isinstance(threshold, Mapping) else ""))
     return {name: float(v) for name, v in values.items()}
 
@@ -71,7 +72,7 @@ def _removed(cs: ChannelSet, thresholds: dict[int, float], round_to: int) -> Ten
 
 def _check_round_to(round_to: int) -> None:
     if not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to must be a positive integer (1 = no rounding, 8 suits oneDNN), got {round_to!r}")
+        raise ConfigError(f"round_to must be a positive integer (1 = no rounding, 8 suits oneDNN), got {round_to!r}")
 
 
 def plan_removal(model: nn.Module, threshold: Threshold, round_to: int, zero_beta: bool = False) -> list[Tensor]:

@@ -7,6 +7,8 @@ from functools import singledispatch
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Removal:
@@ -27,5 +29,5 @@ class Removal:
 @singledispatch
 def remove_channels(model: nn.Module, removal: Removal) -> None:
     """Remove ``removal.channels`` from ``model`` in place, folding their constants into the layers that read them."""
-    raise ValueError(f"pruning has no surgery for {type(model).__name__}; use a model from polar.create_model, or "
+    raise ConfigError(f"pruning has no surgery for {type(model).__name__}; use a model from polar.create_model, or "
                      "register one with polar.prune.remove_channels.register")
