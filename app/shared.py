@@ -5,6 +5,9 @@ queue in the same pool.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import streamlit as st
 from streamlit import runtime
 from trainers import TrainerPool
@@ -12,6 +15,12 @@ from trainers import TrainerPool
 import polar
 
 TEST_PER_CLASS = 100  # a balanced 1,000-image test subset keeps per-epoch evaluation interactive
+
+
+def runs_folder() -> Path:
+    """Where the explorer keeps every run it trains, and its grids: ``$POLAR_RUNS/app`` (default ``runs/app``),
+    read at each page run (a test or a second server may point it elsewhere)."""
+    return Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 
 
 def session_alive(session_id: str) -> bool:

@@ -140,15 +140,15 @@ class DuelHandle:
                  data: polar.DeviceDataset, run_root: Path, owner: str, start: torch.nn.Module | None = None) -> None:
         self.id = uuid.uuid4().hex[:10]
         self.pool, self.cfgs, self.data_args, self.run_root, self.owner = pool, cfgs, data_args, Path(run_root), owner
-        self.upper = next(iter(cfgs.values())).upper
-        first = start if start is not None else polar.initial_model(next(iter(cfgs.values())), data.num_classes)
-        self.start_model = first
-        self.models = {m: copy.deepcopy(first) for m in cfgs}
-        self.steps_per_epoch = data.steps_per_epoch(next(iter(cfgs.values())).batch_size)
+        self.first = next(iter(cfgs.values()))  # the settings both methods share (model, data, schedule)
+        self.upper = self.first.upper
+        start_model = start if start is not None else polar.initial_model(self.first, data.num_classes)
+        self.start_model = start_model
+        self.models = {m: copy.deepcopy(start_model) for m in cfgs}
+        self.steps_per_epoch = data.steps_per_epoch(self.first.batch_size)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{data.num_train} training images make no batch of "
-                             f"{next(iter(cfgs.values())).batch_size}: raise the images per class or lower the batch "
-                             "size")
+            raise ValueError(f"{data.num_train} training images make no batch of {self.first.batch_size}: raise the "
+                             "images per class or lower the batch size")
         self._lock = threading.Lock()
         self._parked = threading.Event()  # set while the child waits for a command with its weights copied back
         self._parked.set()
@@ -157,7 +157,7 @@ class DuelHandle:
         self._pending: tuple | None = None  # the command a queued duel sends once it gets a slot
         self.tasks: dict[str, TaskHandle] = {}  # the latest task of each kind (prune, finetune, ...)
         hist = {m: polar.gamma_summary(polar.gamma_snapshot(model), self.upper) for m, model in self.models.items()}
-        self._snapshot = Snapshot(total_steps=next(iter(cfgs.values())).epochs * self.steps_per_epoch, hist=hist,
+        self._snapshot = Snapshot(total_steps=self.first.epochs * self.steps_per_epoch, hist=hist,
                                   published_at=time.time())
 
     # ---------------------------------------------------------------- controls (called from the page)
@@ -194,8 +194,7 @@ class DuelHandle:
         previous = self.tasks.get(kind)
         if previous is not None:
             previous.cancel()
-        first = next(iter(self.cfgs.values()))
-        task = TaskHandle(self.pool, {**spec, "kind": kind, "data": self.data_args, "device": first.device,
+        task = TaskHandle(self.pool, {**spec, "kind": kind, "data": self.data_args, "device": self.first.device,
                                       "threads": self.pool.threads_per_trainer})
         self.tasks[kind] = task
         self.pool.request_slot(task)
@@ -237,7 +236,7 @@ class DuelHandle:
         self._set(state="queued")
         self.pool.request_slot(self)
 
-    def _granted(self) -> None:
+    def granted(self) -> None:
         """The pool lets this duel train: make sure it has a trainer, then send the pending command."""
         if not self.has_trainer() and not self.pool.attach(self, force=True):
             self._set(state="error", message="no trainer process could be started")
@@ -246,7 +245,7 @@ class DuelHandle:
         self._set(state="running", queue_position=0)
         self._send(command or ("go", None))
 
-    def _adopt_child(self, child: _Child) -> None:
+    def adopt_child(self, child: _Child) -> None:
         """Give this (never started) duel a fresh child: send the job and listen to it. A duel that has trained
         keeps its child until it stops; if that child dies the duel ends in the error state."""
         if self.snapshot().step:
@@ -271,7 +270,7 @@ class DuelHandle:
             child.send_lock.release()
         self._listen(child)
 
-    def _release_child(self) -> None:
+    def release_child(self) -> None:
         """Take the prepared (never started) trainer away; a later Start gets another."""
         child, self._child = self._child, None
         if child is not None:
@@ -288,6 +287,10 @@ class DuelHandle:
         if not child.send(command):
             self._set(state="error", message="the training process is gone")
             self._parked.set()
+
+    def set_queue_position(self, position: int) -> None:
+        """The pool numbers its queue: ``position`` waiters are ahead (0 once running)."""
+        self._set(queue_position=position)
 
     def _set(self, **changes) -> None:
         with self._lock:
@@ -391,12 +394,16 @@ class TaskHandle:
     def has_trainer(self) -> bool:
         return self._child is not None and self._child.alive()
 
+    def set_queue_position(self, position: int) -> None:
+        """The pool numbers its queue: ``position`` waiters are ahead (0 once running)."""
+        self._set(queue_position=position)
+
     def _set(self, **changes) -> None:
         with self._lock:
             for k, v in changes.items():
                 setattr(self._snapshot, k, v)
 
-    def _granted(self) -> None:
+    def granted(self) -> None:
         """A slot is free: take a worker (a spare, which has torch imported) and send it the task."""
         if self.snapshot().state != "queued":
             return
@@ -582,7 +589,7 @@ class TrainerPool:
                 return True
             if self.process_count() >= self.max_processes and not force:
                 return False
-            duel._adopt_child(self.new_child(duel))
+            duel.adopt_child(self.new_child(duel))
         return True
 
     def start_grid(self, folder: Path, points: list[dict], spec: dict, owner: str) -> GridHandle:
@@ -616,7 +623,7 @@ class TrainerPool:
                 idle = [d for d in self._duels.values() if d is not for_duel and d.has_trainer()
                         and d.snapshot().state == "idle"]
                 if idle:
-                    idle[0]._release_child()
+                    idle[0].release_child()
             child = self._spare.pop() if self._spare else _Child()
         self.wake()  # make a new spare
         return child
@@ -674,9 +681,9 @@ class TrainerPool:
         """Grant slots in queue order while fewer than ``max_running`` duels train; number the rest."""
         with self._lock:
             while self._queue and self.running_count() < self.max_running:
-                self._queue.pop(0)._granted()
+                self._queue.pop(0).granted()
             for position, waiter in enumerate(self._queue, start=1):
-                waiter._set(queue_position=position)
+                waiter.set_queue_position(position)
 
     def _reap_orphans(self) -> None:
         now = time.time()

@@ -134,7 +134,10 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
         return {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()}
 
     events = iter(duel)
-    running, pause_after, last_publish, losses, step = False, None, 0.0, {}, 0
+    running, pause_after, losses, step = False, None, {}, 0
+    # any publication (a histogram after either method's step), and the last one with both losses: the second has
+    # its own clock, or steps of 1/2 to 1 publish interval would publish only between methods, never the losses
+    last_publish = last_losses = 0.0
     try:
         while True:
             if not running or conn.poll():
@@ -173,10 +176,10 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
                     summary = gamma_summary(event.gammas, upper)
                     conn.send(("epoch", {"row": {"method": m, **event.metrics(), **summary}, "hist": summary,
                                          "seconds": event.seconds}))
-            if finished_epoch is None and time.time() - last_publish >= publish_every:
+            if finished_epoch is None and time.time() - last_losses >= publish_every:
                 conn.send(("step", {"step": step, "losses": {k: float(v) for k, v in losses.items()},
                                     "hist": summaries()}))
-                last_publish = time.time()
+                last_publish = last_losses = time.time()
             if finished_epoch is not None and pause_after == finished_epoch:
                 running, pause_after = False, None
                 park("paused")  # at an epoch's end: its evaluation measured the accuracies

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -14,14 +13,13 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 from settings import Settings
-from shared import device_data, trainer_pool
+from shared import device_data, runs_folder, trainer_pool
 from streamlit.runtime.scriptrunner import get_script_run_ctx
-from trainers import DuelHandle, TaskSnapshot
+from trainers import DuelHandle, Snapshot, TaskSnapshot
 
 import polar
 from polar.saving import weights_blob
 
-RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
 TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]
 TASK_LABELS = {"prune": "Prune", "finetune": "Fine-tune", "tradeoff": "Trade-off curve", "export": "ONNX export",
                "latency": "Latency"}
@@ -42,7 +40,7 @@ def new_duel(settings: Settings) -> DuelHandle | None:
     try:
         cfgs = duel_configs(settings)
         data, data_args, _ = device_data(settings.dataset, settings.subset, settings.device)
-        run_root = RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.model}-{uuid.uuid4().hex[:6]}"
+        run_root = runs_folder() / f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.model}-{uuid.uuid4().hex[:6]}"
         return trainer_pool().new_duel(cfgs, data_args, data, run_root, owner=SESSION)
     except (polar.ConfigError, ValueError) as err:
         st.error(f"Cannot start: {err}")
@@ -102,18 +100,16 @@ if duel is None or duel.snapshot().state == "idle":  # an idle duel follows the 
         duel = set_duel(new_duel(settings))
     if duel is not None:
         duel.prepare()  # a trainer process gets ready while the user reads the page (if the server has room)
+state = duel.snapshot().state if duel is not None else None  # read once: the trainer changes it meanwhile
 cols = st.columns(4)
-if cols[0].button("▶ Start", type="primary", width="stretch",
-                  disabled=duel is not None and duel.snapshot().state in ("running", "queued", "done")):
-    if duel is None or duel.snapshot().state in ("stopped", "error"):
+if cols[0].button("▶ Start", type="primary", width="stretch", disabled=state in ("running", "queued", "done")):
+    if duel is None or state in ("stopped", "error"):
         duel = set_duel(new_duel(settings))
     if duel is not None:
         duel.start()
-if cols[1].button("⏸ Pause", width="stretch",
-                  disabled=duel is None or duel.snapshot().state not in ("running", "queued")):
+if cols[1].button("⏸ Pause", width="stretch", disabled=state not in ("running", "queued")):
     duel.pause()
-if cols[2].button("⏭ Step one epoch", width="stretch",
-                  disabled=duel is not None and duel.snapshot().state in ("running", "queued", "done")):
+if cols[2].button("⏭ Step one epoch", width="stretch", disabled=state in ("running", "queued", "done")):
     if duel is None:
         duel = set_duel(new_duel(settings))
     if duel is not None:
@@ -130,9 +126,10 @@ log_y = c1.toggle("log-scale counts", value=False)
 c2.toggle("per-layer γ", value=False, key="show_layers", help="one row per sparse BN: where its γ lie")
 c3.toggle("γ over time", value=False, key="show_timeline",
           help="the histogram at every published step as a heat map: the spike forming, the valley opening")
-running = duel is not None and duel.snapshot().state in ("running", "queued")
-getting_ready = (duel is not None and duel.snapshot().state == "idle" and not duel.snapshot().ready
-                 and duel.has_trainer())
+shown = duel.snapshot() if duel is not None else None  # what this run draws from (after the buttons acted)
+running = shown is not None and shown.state in ("running", "queued")
+queued = shown is not None and shown.state == "queued"
+getting_ready = shown is not None and shown.state == "idle" and not shown.ready and duel.has_trainer()
 
 
 CURVES_EVERY = 10  # published steps between redraws of the loss curves while training (the browser's CPU is scarce)
@@ -145,9 +142,6 @@ def figure(name: str, key: tuple, build: Callable[[], go.Figure]) -> go.Figure:
     if cached is None or cached[0] != key:
         cached = st.session_state["_figures"][name] = (key, build())
     return cached[1]
-
-
-queued = duel is not None and duel.snapshot().state == "queued"
 
 
 @st.fragment(run_every=1.0 if queued else 0.3 if running or getting_ready else None)
@@ -213,48 +207,18 @@ def live() -> None:
             names = {m: list(h["layers"]) for m, h in snap.hist.items()}
             st.plotly_chart(figure("layer_timeline", timeline_key, lambda: charts.layer_timeline(snap.timeline, names)),
                             width="stretch", key="layer_timeline")
-    if running and snap.state not in ("running", "queued") or getting_ready and snap.ready:
+    if (running and snap.state not in ("running", "queued")) or (getting_ready and snap.ready):
         st.rerun()  # training ended or paused, or the trainer is ready: switch the page out of polling mode
 
 
 live()
 
-# ---------------------------------------------------------------- pruning
-st.header("Prune")
-if duel is None or duel.snapshot().epoch == 0 and duel.snapshot().state != "paused":
-    st.info("Train at least one epoch (or pause) to prune.")
-    st.stop()
-if not duel.idle():
-    st.info("Pause training to prune: the weights are moving.")
-    st.stop()
-
-import pandas as pd  # noqa: E402  (here, not at the top: ~0.4 s the first page does not need)
-
-models = duel.models
-try:
-    valley = polar.find_threshold(models["polar"], "valley", upper=duel.upper)
-    valley_note = f"the valley rule gives {valley:.3f}"
-except polar.NoValleyError:
-    valley, valley_note = 0.05, "no valley yet (γ not polarized): 0.05 as a start"
-threshold = st.slider(f"Threshold on γ ({valley_note})", 0.0, duel.upper, value=round(valley, 3), step=0.005,
-                      key="threshold")
-gammas = {m: torch.cat([bn.weight.detach().cpu() for bn in polar.sparse_bns(models[m])]) for m in models}
-c1, c2 = st.columns(2)
-for col, m in zip((c1, c2), ("polar", "l1")):
-    pruned = int((gammas[m] <= threshold).sum())
-    # exact and without pruning (polar.pruned_cost): cheap enough for every move of the slider
-    removed = polar.flops_reduction(polar.unpruned_cost(models[m]), polar.pruned_cost(models[m], threshold))
-    col.metric(f"{charts.NAMES[m]}: channels with γ ≤ {threshold:.3f}", f"{pruned} of {len(gammas[m])}",
-               f"{len(gammas[m]) - pruned} kept · {removed:.1%} of FLOPs removed", delta_color="off")
-
-if st.toggle("Threshold rules side by side (polarization's γ)", key="show_rules"):  # computed only when shown
-    st.caption("What each rule would prune — Polar's robust valley (the default), the official code's literal rule "
-               "globally and per layer, and network slimming's percentile — computed by polar.threshold_rules.")
-    st.dataframe(polar.threshold_rules(models["polar"], upper=duel.upper), hide_index=True,
-                 column_config={"FLOPs reduction": st.column_config.NumberColumn(format="percent")})
+# ---------------------------------------------------------------- after training: prune, deploy, trade-off
+# Each step below runs as a task in a worker process of the pool (polar.after_training); the page only sends the
+# weights, shows where the task is and draws its result.
 
 
-def task_status(kind: str) -> TaskSnapshot | None:
+def task_status(duel: DuelHandle, kind: str, drawn_at: float) -> TaskSnapshot | None:
     """Where this duel's latest ``kind`` task is — waiting (with how many are ahead), running (a progress bar and
     Cancel, redrawn twice a second) or failed (one line) — and its snapshot, whose ``result`` is set once done."""
     task = duel.tasks.get(kind)
@@ -272,29 +236,54 @@ def task_status(kind: str) -> TaskSnapshot | None:
             st.error(f"{TASK_LABELS[kind]} failed: {snap.message}. Press it again, or Reset.")
         if task.active():
             st.button("Cancel", key=f"cancel_{kind}", on_click=task.cancel)
-        elif snap.state != "cancelled" and snap.finished_at > shown_at:
+        elif snap.state != "cancelled" and snap.finished_at > drawn_at:
             st.rerun()  # finished since the page was drawn: draw the result
 
     status()
     return task.snapshot()
 
 
-def belongs_to(kind: str, prune: TaskSnapshot) -> TaskSnapshot | None:
-    """The latest ``kind`` task, if it worked on this prune result's networks (not an earlier one's)."""
+def done_on(duel: DuelHandle, kind: str, prune: TaskSnapshot) -> TaskSnapshot | None:
+    """The latest ``kind`` task if it is done and worked on this prune result's networks (not an earlier one's)."""
     task = duel.tasks.get(kind)
-    return task.snapshot() if task is not None and task.spec.get("pruned") is prune.result["pruned"] else None
+    if task is None or task.spec.get("pruned") is not prune.result["pruned"]:
+        return None
+    snap = task.snapshot()
+    return snap if snap.state == "done" else None
 
 
-shown_at = time.time()
-if st.button("✂ Prune", type="primary"):
-    duel.run_task("prune", {"models": weights_blob(models), "threshold": threshold, "reference": "polar",
-                            "accuracies": duel.snapshot().known_accuracies()})
-    st.rerun()
-prune = task_status("prune")
-if prune is not None and prune.state == "done":
+def threshold_readouts(models: dict[str, torch.nn.Module], upper: float) -> float:
+    """The threshold slider (at the valley) and what it would remove from each network — channels and the exact
+    FLOPs (``polar.pruned_cost``: no pruning, cheap enough for every move); the rule table on a toggle."""
+    try:
+        valley = polar.find_threshold(models["polar"], "valley", upper=upper)
+        valley_note = f"the valley rule gives {valley:.3f}"
+    except polar.NoValleyError:
+        valley, valley_note = 0.05, "no valley yet (γ not polarized): 0.05 as a start"
+    threshold = st.slider(f"Threshold on γ ({valley_note})", 0.0, upper, value=round(valley, 3), step=0.005,
+                          key="threshold")
+    for col, m in zip(st.columns(2), ("polar", "l1")):
+        gammas = polar.sparse_gammas(models[m]).detach()
+        pruned = int((gammas <= threshold).sum())
+        removed = polar.flops_reduction(polar.unpruned_cost(models[m]), polar.pruned_cost(models[m], threshold))
+        col.metric(f"{charts.NAMES[m]}: channels with γ ≤ {threshold:.3f}", f"{pruned} of {len(gammas)}",
+                   f"{len(gammas) - pruned} kept · {removed:.1%} of FLOPs removed", delta_color="off")
+    if st.toggle("Threshold rules side by side (polarization's γ)", key="show_rules"):  # computed only when shown
+        st.caption("What each rule would prune — Polar's robust valley (the default), the official code's literal "
+                   "rule globally and per layer, and network slimming's percentile — computed by "
+                   "polar.threshold_rules.")
+        st.dataframe(polar.threshold_rules(models["polar"], upper=upper), hide_index=True,
+                     column_config={"FLOPs reduction": st.column_config.NumberColumn(format="percent")})
+    return threshold
+
+
+def pruning_table(duel: DuelHandle, prune: TaskSnapshot) -> None:
+    """Both pruned networks' MACs and accuracies, with the fine-tune's accuracies once it has run."""
+    import pandas as pd
+
     table = pd.DataFrame(prune.result["table"])
-    finetune = belongs_to("finetune", prune)
-    accuracy = finetune.result["accuracy"] if finetune is not None and finetune.state == "done" else {}
+    finetune = done_on(duel, "finetune", prune)
+    accuracy = finetune.result["accuracy"] if finetune is not None else {}
     table["acc_finetuned"] = [accuracy.get(m, float("nan")) for m in table["method"]]
     st.caption("L1 is pruned to the same FLOPs reduction as polarization (matched FLOPs, network slimming's global "
                "threshold). Accuracy on the test subset; pruning folds each removed channel's constant output into "
@@ -304,27 +293,32 @@ if prune is not None and prune.state == "done":
         duel.run_task("finetune", {"pruned": prune.result["pruned"], "epochs": 1, "lr": 0.01,
                                    "cfgs": {m: c.to_dict() for m, c in duel.cfgs.items()}})
         st.rerun()
-    task_status("finetune")
+
+
+def deploy(duel: DuelHandle, prune: TaskSnapshot, threshold: float, drawn_at: float) -> None:
+    """Downloads (the pruned model, its ONNX export, the run's config) and latency, original vs pruned."""
+    import pandas as pd
+
     d1, d2, d3 = st.columns(3)
     d1.download_button("Download the pruned polarization model (.pt)", prune.result["download"], "polar_pruned.pt")
     if d2.button("Export it to ONNX"):
         duel.run_task("export", {"pruned": prune.result["pruned"], "reference": "polar"})
         st.rerun()
     with d2:
-        task_status("export")
-    export = belongs_to("export", prune)
-    if export is not None and export.state == "done":
+        task_status(duel, "export", drawn_at)
+    export = done_on(duel, "export", prune)
+    if export is not None:
         d2.download_button("Download polar_pruned.onnx", export.result["onnx"], "polar_pruned.onnx")
     d3.download_button("Download the run's config (.json)", json.dumps(
         {m: c.to_dict() for m, c in duel.cfgs.items()} | {"threshold": threshold, "run_dir": str(duel.run_root)},
         indent=2), "polar_run_config.json", mime="application/json")
     if st.button("Measure latency: original vs pruned, PyTorch and ONNX Runtime (CPU)"):
-        duel.run_task("latency", {"models": weights_blob(models), "pruned": prune.result["pruned"],
+        duel.run_task("latency", {"models": weights_blob(duel.models), "pruned": prune.result["pruned"],
                                   "reference": "polar", "repeats": 3})
         st.rerun()
-    task_status("latency")
-    latency = belongs_to("latency", prune)
-    if latency is not None and latency.state == "done":
+    task_status(duel, "latency", drawn_at)
+    latency = done_on(duel, "latency", prune)
+    if latency is not None:
         st.dataframe(pd.DataFrame(latency.result["latency"]), hide_index=True, column_config={
             "original_ms": st.column_config.NumberColumn("original (ms)", format="%.1f"),
             "pruned_ms": st.column_config.NumberColumn("pruned (ms)", format="%.1f"),
@@ -333,14 +327,21 @@ if prune is not None and prune.state == "done":
         st.caption("Fewer FLOPs need not mean less time: odd channel widths and memory-bound layers run below their "
                    "MACs ratio (polar.prune's round_to=8, or 16 on AVX-512 CPUs, helps).")
 
-if st.button("Trade-off curve (accuracy vs. FLOPs reduction)"):
-    curves = dict(models)
-    if duel.cfgs["polar"].init:  # the start had learned: its own curve shows what pruning costs untrained-for
-        curves["none"] = duel.start_model
-    duel.run_task("tradeoff", {"models": weights_blob(curves), "reductions": TRADEOFF_REDUCTIONS})
-    st.rerun()
-tradeoff = task_status("tradeoff")
-if tradeoff is not None and tradeoff.state == "done":
+
+def tradeoff_curve(duel: DuelHandle, drawn_at: float) -> None:
+    """Accuracy against FLOPs reduction for both networks (and the trained start, when there was one), beside the
+    committed uniform-width study."""
+    import pandas as pd
+
+    if st.button("Trade-off curve (accuracy vs. FLOPs reduction)"):
+        curves = dict(duel.models)
+        if duel.cfgs["polar"].init:  # the start had learned: its own curve shows what pruning costs untrained-for
+            curves["none"] = duel.start_model
+        duel.run_task("tradeoff", {"models": weights_blob(curves), "reductions": TRADEOFF_REDUCTIONS})
+        st.rerun()
+    tradeoff = task_status(duel, "tradeoff", drawn_at)
+    if tradeoff is None or tradeoff.state != "done":
+        return
     study = RESULTS / f"study_{settings.model}_{settings.dataset}" / "points.csv"
     uniform = charts.uniform_width_points(study) if duel.cfgs["polar"].dataset == settings.dataset else []
     curves = {m: pd.DataFrame(rows) for m, rows in tradeoff.result["curves"].items()}
@@ -352,3 +353,29 @@ if tradeoff is not None and tradeoff.state == "done":
                   f"thinner by one factor, trained from scratch at that width — from the committed study "
                   f"({uniform[0]['seeds']} seeds; its budget is in results/{study.parent.name}/), not from this run."
                   if uniform else ""))
+
+
+def after_training(duel: DuelHandle | None, now: Snapshot | None) -> None:
+    """Prune (threshold, readouts, the table), then fine-tune, deploy and the trade-off curve."""
+    st.header("Prune")
+    if duel is None or now is None or (now.epoch == 0 and now.state != "paused"):
+        st.info("Train at least one epoch (or pause) to prune.")
+        return
+    if not duel.idle():
+        st.info("Pause training to prune: the weights are moving.")
+        return
+    threshold = threshold_readouts(duel.models, duel.upper)
+    drawn_at = time.time()
+    if st.button("✂ Prune", type="primary"):
+        duel.run_task("prune", {"models": weights_blob(duel.models), "threshold": threshold, "reference": "polar",
+                                "accuracies": duel.snapshot().known_accuracies()})  # as of the click
+        st.rerun()
+    prune = task_status(duel, "prune", drawn_at)
+    if prune is not None and prune.state == "done":
+        pruning_table(duel, prune)
+        task_status(duel, "finetune", drawn_at)
+        deploy(duel, prune, threshold, drawn_at)
+    tradeoff_curve(duel, drawn_at)
+
+
+after_training(duel, shown)

@@ -1,17 +1,14 @@
 """Saved runs: every duel the explorer trained is kept under runs/app/; compare them side by side."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import charts
 import pandas as pd
 import streamlit as st
+from shared import runs_folder
 
 import polar
 
-RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app"
-
+RUNS = runs_folder()
 st.title("Saved runs")
 runs = sorted((p for p in RUNS.glob("*") if (p / "polar" / "config.json").is_file()), reverse=True)
 if not runs:

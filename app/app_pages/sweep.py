@@ -13,18 +13,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import charts
 import pandas as pd
 import streamlit as st
-from shared import device_data, trainer_pool
+from shared import device_data, runs_folder, trainer_pool
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import polar
 
-RUNS = Path(os.environ.get("POLAR_RUNS", "runs")) / "app" / "grids"
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "tl_grid_resnet20"
 SKIP = {"reg", "lam", "t", "seed"}  # the grid sets these per point
 # Each point trains for about a minute on a 2-core CPU in the slots every visitor of this server shares: 36 points
@@ -63,7 +61,7 @@ if fallback:
     base = dataclasses.replace(base, dataset="synthetic", init="")
 key = json.dumps({"cfg": {k: v for k, v in base.to_dict().items() if k not in SKIP}, "data": data_args,
                   "lams": lams, "ts": ts}, sort_keys=True)
-folder = RUNS / hashlib.sha1(key.encode()).hexdigest()[:12]
+folder = runs_folder() / "grids" / hashlib.sha1(key.encode()).hexdigest()[:12]
 pool = trainer_pool()
 grid = pool.grid(folder, SESSION)
 running = grid is not None and grid.active()
