@@ -100,15 +100,19 @@ if duel is None or duel.snapshot().state == "idle":  # an idle duel follows the 
         duel = set_duel(new_duel(settings))
     if duel is not None:
         duel.prepare()  # a trainer process gets ready while the user reads the page (if the server has room)
-state = duel.snapshot().state if duel is not None else None  # read once: the trainer changes it meanwhile
+# the state the buttons are drawn for: read once, and again only after a button acted (the buttons after it must
+# follow at once: the live fragment below redraws itself, not them)
+state = duel.snapshot().state if duel is not None else None
 cols = st.columns(4)
 if cols[0].button("▶ Start", type="primary", width="stretch", disabled=state in ("running", "queued", "done")):
     if duel is None or state in ("stopped", "error"):
         duel = set_duel(new_duel(settings))
     if duel is not None:
         duel.start()
+        state = duel.snapshot().state
 if cols[1].button("⏸ Pause", width="stretch", disabled=state not in ("running", "queued")):
     duel.pause()
+    state = duel.snapshot().state
 if cols[2].button("⏭ Step one epoch", width="stretch", disabled=state in ("running", "queued", "done")):
     if duel is None:
         duel = set_duel(new_duel(settings))
