@@ -25,7 +25,6 @@ import re
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,16 +82,10 @@ class Monitor:
             await asyncio.sleep(1.0)
 
 
-async def health_probe(url: str, stop: asyncio.Event, times: list[float]) -> None:
-    def ask() -> float:
-        t0 = time.time()
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as response:
-            response.read()
-        return time.time() - t0
-
+async def health_probe(server: Server, stop: asyncio.Event, times: list[float]) -> None:
     while not stop.is_set():
         try:
-            times.append(await asyncio.to_thread(ask))
+            times.append(await asyncio.to_thread(server.health))
         except OSError:
             times.append(10.0)  # no answer within 10 s counts as 10 s
         await asyncio.sleep(0.5)
@@ -229,7 +222,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                 redraws: list[float] = []
                 health: list[float] = []
                 background = [asyncio.create_task(monitor.run(stop)),
-                              asyncio.create_task(health_probe(server.url, stop, health)),
+                              asyncio.create_task(health_probe(server, stop, health)),
                               asyncio.create_task(observer(browser, server.url, stop, redraws, errors))]
                 t0 = time.time()
                 await asyncio.gather(*(student(browser, server.url + "/" + query, i * args.stagger, args.train_s,

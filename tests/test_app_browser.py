@@ -124,7 +124,11 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
     prune.click()
     pruned_at = time.time() - t0
     table = page.locator("table").filter(has_text="FLOPs reduction")
-    table.wait_for(timeout=120_000)
+    try:
+        table.wait_for(timeout=120_000)
+    except Exception:  # say what the page showed and what the server logged
+        print(page.inner_text("body")[-3000:], "\n--- server log ---\n", server.log_tail(60))
+        raise
     rows = table_rows(table)
     real = "CIFAR-10" in page.get_by_text(re.compile(r"^Data: ")).first.inner_text() and page.get_by_text(
         re.compile(r"^Start: Polar's trained")).count() > 0

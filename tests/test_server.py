@@ -4,7 +4,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from .browser import Server
@@ -36,7 +35,7 @@ def test_the_server_contacts_no_outside_address(tmp_path: Path) -> None:
         deadline = time.time() + 60
         while "URL:" not in server.log.read_text(errors="replace") and time.time() < deadline:
             time.sleep(0.2)  # the banner is printed after the external-IP lookup, which would take ~1-2 s
-        urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=30).read()
+        server.health(timeout=30)
         time.sleep(2.0)  # anything the start-up would send has had time to try
         log = server.log.read_text(errors="replace")
     finally:
