@@ -98,11 +98,11 @@ def serve(conn: Connection) -> None:
 
 def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
     """Run one ``polar.after_training`` task, reporting progress; any failure reaches the page as one line."""
-    from .after_training import run_task  # only a worker needs it (and the exporter, ONNX Runtime behind it)
+    from .after_training import run_task, task_data  # only a worker needs it (and ONNX Runtime behind it)
 
     try:
         torch.set_num_threads(max(1, int(spec["threads"])))
-        data = load_dataset(**spec["data"], device=resolve_device(spec.get("device", "auto")))
+        data = load_dataset(**task_data(spec), device=resolve_device(spec.get("device", "auto")))
         result = run_task(spec, data, lambda share, text: conn.send(("progress", {"share": share, "text": text})))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone (or cancelled): nobody to report to

@@ -156,6 +156,9 @@ def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancell
     assert prune.snapshot().state == "done" and [r["method"] for r in result["table"]] == ["polar", "l1"]
     small = read_weights(result["pruned"])
     assert polar.cost(small["polar"]).macs == result["table"][0]["macs"] < polar.cost(duel.models["polar"]).macs
+    # the worker read one training image per class (it only evaluates): its accuracies are those of the whole data
+    here, _ = polar.matched_flops(duel.models, data, threshold=threshold, reference="polar")
+    assert [r["acc_pruned"] for r in result["table"]] == here["acc_pruned"].tolist()
 
     other = pool.new_duel(_cfgs(epochs=50), DATA_ARGS, data, tmp_path / "b", owner="b")
     other.start()
