@@ -34,6 +34,7 @@ import polar  # noqa: E402
 from tests.browser import CHROMIUM, FLAGS, Server  # noqa: E402
 
 STEPS = ["start", "prune", "finetune", "tradeoff", "export"]
+CLICK_LIMIT_MS = 120_000  # a button of a busy server's page can take a while to be drawn and enabled
 STEP_LIMIT_S = float(os.environ.get("POLAR_STEP_LIMIT_S", 900))  # longer: an error (the class gave up)
 TARGETS = {"observer_redraw_p95_s": 2.0, "health_p95_s": 0.3, "back_to_idle_s": 30.0}
 SPARES = 1  # after its first visitor a server keeps one spare trainer (torch imported) for the next
@@ -142,6 +143,8 @@ async def _wait_result(page, step: str, done, queue: list[int], who: int) -> flo
 
 async def student(browser, url: str, delay: float, train_s: float, waits: dict[str, list[float]], queue: list[int],
                   errors: list[str], finished: list[int], number: int, until: str = STEPS[-1]) -> None:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     await asyncio.sleep(delay)
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
@@ -152,31 +155,37 @@ async def student(browser, url: str, delay: float, train_s: float, waits: dict[s
         # (a busy server starts one when Start is pressed)
         await page.get_by_text(re.compile(r"Press Start to train both networks")).first.wait_for(timeout=300_000)
         step = "start"
-        await page.get_by_role("button", name="▶ Start").click()
-        running = page.get_by_text(re.compile(r"^running · step [1-9]"))
+        await page.get_by_role("button", name="▶ Start").click(timeout=CLICK_LIMIT_MS)
+        # trained at least one step: a short duel may be done before a student looks, so any state counts
+        running = page.get_by_text(re.compile(r"^(running|paused|done) · step [1-9]"))
         waits["start"].append(await _wait_result(page, step, lambda: _count(running), queue, number))
         await asyncio.sleep(train_s)
         pause = page.get_by_role("button", name="⏸ Pause")
         if await pause.is_enabled():
-            await pause.click()
+            try:
+                await pause.click(timeout=10_000)
+            except PlaywrightTimeout:  # training ended between the check and the click: nothing to pause
+                pass
         await page.get_by_role("button", name="✂ Prune").wait_for(timeout=300_000)
         step = "prune"
-        await page.get_by_role("button", name="✂ Prune").click()
+        await page.get_by_role("button", name="✂ Prune").click(timeout=CLICK_LIMIT_MS)
         table = page.locator("table").filter(has_text="FLOPs reduction")
         waits["prune"].append(await _wait_result(page, step, lambda: _count(table), queue, number))
         if until == "prune":
             finished.append(number)
             return
         step = "finetune"
-        await page.get_by_role("button", name="Fine-tune both pruned networks for 1 epoch").click()
+        await page.get_by_role("button", name="Fine-tune both pruned networks for 1 epoch").click(
+            timeout=CLICK_LIMIT_MS)
         waits["finetune"].append(await _wait_result(
             page, step, lambda: _finetuned(table), queue, number))
         step = "tradeoff"
-        await page.get_by_role("button", name="Trade-off curve (accuracy vs. FLOPs reduction)").click()
+        await page.get_by_role("button", name="Trade-off curve (accuracy vs. FLOPs reduction)").click(
+            timeout=CLICK_LIMIT_MS)
         chart = page.get_by_text(re.compile(r"^Each point prunes to a FLOPs target"))
         waits["tradeoff"].append(await _wait_result(page, step, lambda: _count(chart), queue, number))
         step = "export"
-        await page.get_by_role("button", name="Export it to ONNX").click()
+        await page.get_by_role("button", name="Export it to ONNX").click(timeout=CLICK_LIMIT_MS)
         download = page.get_by_role("button", name="Download polar_pruned.onnx")
         waits["export"].append(await _wait_result(page, step, lambda: _count(download), queue, number))
         finished.append(number)

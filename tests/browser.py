@@ -6,9 +6,11 @@ benchmark's, as medians.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +33,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _server_limits() -> None:
+    """In the server's process before it starts: ``ulimit -n 1024``, and a SIGTERM when the process that started it
+    (its thread: tests and benchmarks start servers from their main thread) dies, on Linux: a benchmark or test
+    killed by its timeout leaves no server behind to load the machine."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Server:
     """``streamlit run app/serve.py`` on a free port, under ``ulimit -n 1024`` (a common default): what a class
     of users would reach."""
@@ -45,7 +56,7 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "serve.py"), "--server.port",
                  str(self.port), "--server.headless", "true"], cwd=cwd, env=env, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+                stderr=subprocess.STDOUT, preexec_fn=_server_limits)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ import polar
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=REPO)
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -90,7 +92,8 @@ def test_a_small_class_at_once(tmp_path: Path) -> None:
 
         pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get)")
     _run("bench/classroom.py", "--students", "3", "--stagger", "10", "--train-s", "3", "--dataset", "synthetic",
-         "--subset", "20", "--until", "prune", "--out", str(tmp_path))
+         "--subset", "20", "--until", "prune", "--out", str(tmp_path),
+         env={"POLAR_STEP_LIMIT_S": "300"})  # a stuck step fails with the page's text, well before the timeout
     result = json.loads((tmp_path / "classroom_N3.json").read_text())
     assert result["finished"] == 3 and result["errors"] == [], result["errors"]
     assert result["steps"]["start"]["n"] == result["steps"]["prune"]["n"] == 3
