@@ -20,9 +20,10 @@ from .flops import Cost, cost, count_macs, flops_reduction
 from .gamma_stats import count_modes, gamma_histogram, gamma_summary, is_polarized, middle_share, valley
 from .grid import GRID_COLUMNS, grid_summary, read_grid, tl_grid
 from .latency import deployed_latency, latency_ms, paired_latency_ms, steady_allocator
+from .latency_table import LatencyTable, latency_table, measured_speedup
 from .models import ChannelSet, PrunableModel, channel_sets, create_model, list_models, regularized_bns, sparse_bns
 from .pretrained import initial_model, list_pretrained, pretrained
-from .prune import mask, prune, prune_to_widths, pruned_cost, unpruned_cost
+from .prune import mask, mask_channels, prune, prune_channels, prune_to_widths, pruned_cost, unpruned_cost
 from .regularizers import (
                            L1,
                            NoRegularizer,
@@ -37,6 +38,7 @@ from .runs import RunDir
 from .saving import load, save
 from .schedule import lr_sum, scale_lambda
 from .search import Trial, search_lambda
+from .speedup import plan_speedup, prune_to_speedup
 from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .toy import toy_gammas
@@ -56,6 +58,8 @@ __all__ = [
     "pretrained", "list_pretrained", "parse_numbers", "l1_lambda_for", "valley", "optimal_zero_share",
     "threshold_rules", "toy_gammas", "polarization", "export_onnx", "deployed_latency", "latency_ms",
     "paired_latency_ms", "steady_allocator", "PrunableModel", "ChannelSet", "channel_sets", "channel_macs",
-    "prune_to_widths", "pruned_cost", "unpruned_cost", "flops_layer_weights", "uniform_width_model", "tl_grid",
+    "prune_to_widths", "prune_channels", "mask_channels", "latency_table", "LatencyTable", "measured_speedup",
+    "prune_to_speedup",
+    "plan_speedup", "pruned_cost", "unpruned_cost", "flops_layer_weights", "uniform_width_model", "tl_grid",
     "read_grid", "grid_summary", "GRID_COLUMNS",
 ]

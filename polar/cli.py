@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from torch import nn
 from tqdm import tqdm
 
 from .atomic import atomic_write_text
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 1: exact threshold)")
     p.add_argument("--narrow-residual", action="store_true",
                    help="CIFAR ResNets: also remove residual channels that no block writes to any more")
+    p.add_argument("--speedup", type=float, default=None,
+                   help="instead of a threshold: widths for this measured speed-up on this CPU (e.g. 2), from a "
+                        "latency table of --runtime at --batch-size (measured once, ~1-2 min, then cached)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
+                   help="--speedup: where the network will run (default torch)")
+    p.add_argument("--batch-size", type=int, default=64, help="--speedup: the batch size it will run at (default 64)")
     p.add_argument("--out", default="", help="output folder (default RUN/pruned)")
     p.add_argument("--sweep", default="", help="also sweep FLOPs reductions, e.g. 0.1,0.3,0.5,0.7 -> sweep.csv")
     p.set_defaults(func=cmd_prune)
@@ -209,6 +216,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from .threshold import find_threshold, threshold_for_reduction
 
     method, value = _parse_threshold(args.threshold)  # every argument is checked before anything is loaded
+    if args.speedup is not None:
+        _check_speedup_args(args)
     reductions = _parse_reductions(args.sweep)
     if args.round_to < 1:
         raise ConfigError(f"--round-to must be a positive integer (1 = exact threshold), got {args.round_to}")
@@ -219,11 +228,15 @@ def cmd_prune(args: argparse.Namespace) -> None:
     out = _writable_dir(args.out or run.path / "pruned", "--out")
     model = load(run.checkpoint_path)
     options = {"round_to": args.round_to, "narrow_residual": args.narrow_residual}
-    if method == "flops":
-        threshold = threshold_for_reduction(model, float(value), **options)  # type: ignore[arg-type]
+    speed: dict[str, Any] = {}
+    if args.speedup is not None:
+        threshold, small, speed = _prune_for_speed(model, args)
     else:
-        threshold = find_threshold(model, method, value, upper=cfg.upper, per_layer=args.per_layer)
-    small = prune(model, threshold, zero_beta=args.zero_beta, **options)
+        if method == "flops":
+            threshold = threshold_for_reduction(model, float(value), **options)  # type: ignore[arg-type]
+        else:
+            threshold = find_threshold(model, method, value, upper=cfg.upper, per_layer=args.per_layer)
+        small = prune(model, threshold, zero_beta=args.zero_beta, **options)
     data = load_dataset(cfg.dataset, subset=cfg.subset or None, data_dir=cfg.data_dir, path=cfg.data_path or None)
     before, after = cost(model), cost(small)
     report = {"run": str(run.path), "threshold_rule": args.threshold, "per_layer": args.per_layer,
@@ -231,13 +244,18 @@ def cmd_prune(args: argparse.Namespace) -> None:
               "zero_beta": args.zero_beta, **options, "macs_before": before.macs, "macs_after": after.macs,
               "flops_before": before.flops, "flops_after": after.flops, "params_before": before.params,
               "params_after": after.params, "flops_reduction": flops_reduction(before, after),
-              "acc_before_pruning": evaluate(model, data)[1], "acc_after_pruning": evaluate(small, data)[1]}
+              "acc_before_pruning": evaluate(model, data)[1], "acc_after_pruning": evaluate(small, data)[1], **speed}
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"  # a NaN would make invalid JSON: fail before writing
     save(small, out / "model.pt")
     atomic_write_text(text, out / "report.json")
-    shown = f"{threshold:.4f}" if isinstance(threshold, float) else f"per layer {min(threshold.values()):.4f}.." \
-        f"{max(threshold.values()):.4f}"
-    print(f"threshold {shown} ({args.threshold}): MACs {before.macs / 1e6:.2f}M -> {after.macs / 1e6:.2f}M "
+    if speed:
+        shown = f"none (widths for {args.speedup:g}x in {args.runtime}: predicted {speed['predicted_speedup']:.2f}x, " \
+            f"measured {speed['measured_speedup']:.2f}x at batch {args.batch_size})"
+    elif isinstance(threshold, float):
+        shown = f"{threshold:.4f} ({args.threshold})"
+    else:
+        shown = f"per layer {min(threshold.values()):.4f}..{max(threshold.values()):.4f} ({args.threshold})"
+    print(f"threshold {shown}: MACs {before.macs / 1e6:.2f}M -> {after.macs / 1e6:.2f}M "
           f"(FLOPs reduction {report['flops_reduction']:.1%}), params {before.params / 1e6:.3f}M -> "
           f"{after.params / 1e6:.3f}M, test acc {report['acc_before_pruning']:.4f} -> "
           f"{report['acc_after_pruning']:.4f} before fine-tuning; wrote {out}/model.pt and report.json")
@@ -246,6 +264,34 @@ def cmd_prune(args: argparse.Namespace) -> None:
                       narrow_residual=args.narrow_residual)
         table.to_csv(out / "sweep.csv", index=False)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _check_speedup_args(args: argparse.Namespace) -> None:
+    if not math.isfinite(args.speedup) or args.speedup < 1:
+        raise ConfigError(f"--speedup must be a number of at least 1 (2 = twice as fast), got {args.speedup}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    clashing = [flag for flag, used in (("--threshold", args.threshold != "valley"), ("--per-layer", args.per_layer),
+                                        ("--zero-beta", args.zero_beta), ("--round-to", args.round_to != 1),
+                                        ("--narrow-residual", args.narrow_residual)) if used]
+    if clashing:
+        raise ConfigError(f"--speedup chooses the widths itself; drop {', '.join(clashing)}")
+
+
+def _prune_for_speed(model: nn.Module, args: argparse.Namespace
+                     ) -> tuple[None, nn.Module, dict[str, Any]]:
+    """``polar.prune_to_speedup`` with the latency table's prediction and a fresh measurement for the report."""
+    from .latency_table import full_widths, latency_table, measured_speedup
+    from .speedup import plan_speedup, prune_to_speedup
+
+    table = latency_table(model, args.runtime, args.batch_size)
+    widths = plan_speedup(model, args.speedup, table)
+    small = prune_to_speedup(model, args.speedup, table=table)
+    return None, small, {
+        "speedup_asked": args.speedup, "runtime": args.runtime, "batch_size": args.batch_size, "widths": widths,
+        "predicted_speedup": table.predict(model, full_widths(model)) / table.predict(model, widths),
+        "measured_speedup": measured_speedup(model, small, args.runtime, args.batch_size),
+        "table_granularity": table.granularity, "table_fit_error": table.fit_error}
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

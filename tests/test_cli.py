@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ from polar.cli import main
 from polar.sweep import SWEEP_COLUMNS
 
 
-def _polar(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polar", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+def _polar(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polar", *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env=env)
 
 
 def test_train_writes_a_complete_run_directory(tmp_path: Path) -> None:
@@ -152,6 +154,17 @@ def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
     per_layer = json.loads((tmp_path / "pl" / "report.json").read_text())
     sparse = polar.sparse_bns(polar.load(run / "checkpoint.pt"))
     assert per_layer["per_layer"] and len(per_layer["threshold"]) == len(sparse)  # one threshold per sparse BN
+
+    cache = dict(os.environ, POLAR_CACHE=str(tmp_path / "cache"))  # the latency table, measured once
+    done = _polar("prune", "--run", str(run), "--speedup", "1.5", "--batch-size", "8", "--out",
+                  str(tmp_path / "fast"), env=cache)
+    assert done.returncode == 0, done.stderr
+    fast = json.loads((tmp_path / "fast" / "report.json").read_text())
+    assert fast["threshold"] is None and fast["predicted_speedup"] >= 1.5 and fast["measured_speedup"] > 0
+    assert polar.count_macs(polar.load(tmp_path / "fast" / "model.pt"))[0] == fast["macs_after"] < fast["macs_before"]
+    assert len(list((tmp_path / "cache" / "latency").glob("*.json"))) == 1
+    clash = _polar("prune", "--run", str(run), "--speedup", "2", "--round-to", "8", env=cache)
+    assert clash.returncode != 0 and "drop --round-to" in clash.stderr and "Traceback" not in clash.stderr
 
     done = _polar("export", "--run", str(run), "--format", "onnx")
     assert done.returncode == 0, done.stderr

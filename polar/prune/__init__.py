@@ -25,7 +25,7 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..models import ChannelSet, channel_sets, unwrap
@@ -43,7 +43,8 @@ from .layers import (
 from .plan import Threshold, layer_thresholds, mask, masked_copy, plan_removal
 from .surgery import Removal, remove_channels
 
-__all__ = ["mask", "prune", "prune_to_widths", "pruned_cost", "unpruned_cost", "pruned_channels",
+__all__ = ["mask", "prune", "prune_to_widths", "prune_channels", "mask_channels", "pruned_cost", "unpruned_cost",
+           "pruned_channels",
            "layer_widths", "channel_sets",
            "ChannelSet", "prune_conv_out", "prune_conv_in",
            "prune_depthwise", "prune_bn", "prune_linear_in", "prune_linear_out", "prune_folded_bias",
@@ -76,10 +77,50 @@ def prune(model: nn.Module, threshold: Threshold, zero_beta: bool = False,
             nothing there.
     """
     plan = plan_removal(model, threshold, round_to, zero_beta)
-    small = masked_copy(model, threshold, plan, zero_beta)
-    removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(small), plan)}
-    remove_channels(small, Removal(removed, _sizes(small, input_size), narrow_residual, round_to))
-    return small
+    return _remove(masked_copy(model, threshold, plan, zero_beta), plan, input_size, narrow_residual, round_to)
+
+
+def _remove(masked: nn.Module, plan: Sequence[Tensor], input_size: tuple[int, ...] | None, narrow_residual: bool,
+            round_to: int = 1) -> nn.Module:
+    """Physically remove ``plan``'s channels (one bool mask per channel set) from ``masked``, in place."""
+    removed = {id(cs.bns[0]): gone for cs, gone in zip(channel_sets(masked), plan)}
+    remove_channels(masked, Removal(removed, _sizes(masked, input_size), narrow_residual, round_to))
+    return masked
+
+
+def _check_plan(model: nn.Module, removed: Sequence[Tensor]) -> list[ChannelSet]:
+    sets = channel_sets(model)
+    if len(removed) != len(sets):
+        raise ConfigError(f"{len(removed)} masks for {len(sets)} channel sets; give one per polar.channel_sets entry")
+    for i, (cs, gone) in enumerate(zip(sets, removed)):
+        if tuple(gone.shape) != (cs.bns[0].num_features,) or gone.dtype != torch.bool:
+            raise ConfigError(f"channel set {i}: the mask must be a bool tensor of {cs.bns[0].num_features} channels, "
+                              f"got {gone.dtype} {tuple(gone.shape)}")
+        if bool(gone.all()) and not cs.allow_empty:
+            raise ConfigError(f"channel set {i} must keep at least one channel (only a ResNet block may lose all)")
+    return sets
+
+
+def mask_channels(model: nn.Module, removed: Sequence[Tensor]) -> nn.Module:
+    """A copy whose channels ``removed`` names (one bool mask per channel set, ``channel_sets`` order) have γ set to
+    0 in every BN of their set (β kept, so they output a constant): what :func:`prune_channels` equals."""
+    masked = copy.deepcopy(unwrap(model))
+    with torch.no_grad():
+        for cs, gone in zip(_check_plan(masked, removed), removed):
+            for bn in cs.bns:
+                bn.weight[gone.to(bn.weight.device)] = 0
+    return masked
+
+
+def prune_channels(model: nn.Module, removed: Sequence[Tensor], input_size: tuple[int, ...] | None = None,
+                   narrow_residual: bool = False) -> nn.Module:
+    """A copy with exactly the channels ``removed`` names physically removed (one bool mask per channel set, in
+    ``channel_sets`` order), whatever their γ: for plans chosen by something other than a threshold (a latency
+    budget, ``polar.prune_to_speedup``). In eval mode it equals ``mask_channels(model, removed)``, as ``prune``
+    equals ``mask``; a ResNet block whose set loses every channel becomes its shortcut."""
+    masked = mask_channels(model, removed)
+    plan = [gone.to(cs.bns[0].weight.device) for cs, gone in zip(channel_sets(masked), removed)]
+    return _remove(masked, plan, input_size, narrow_residual)
 
 
 def prune_to_widths(model: nn.Module, widths: Sequence[int]) -> nn.Module:

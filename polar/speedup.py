@@ -1,0 +1,89 @@
+"""Prune to a measured speed, not a FLOPs count: ``polar.prune_to_speedup``.
+
+    small = polar.prune_to_speedup(model, 2.0, runtime="onnxruntime")   # ~2x faster there, an ordinary pruned model
+
+The widths come from a latency table (``polar.latency_table``: this machine, this runtime, this batch size) and the
+channels from γ. The rule: a channel's importance is its γ (the smallest of its set's BNs' γ, as ``polar.prune``
+ranks channels), and a set keeps its most important channels. Starting from the full widths, each step narrows the one
+channel set whose next cut loses the least importance per millisecond the table predicts it saves (a greedy on
+importance per ms, the fractional knapsack's rule, as in HALP); a cut takes a set down to the next multiple of the
+table's granularity, so widths land where the hardware rewards them, and a ResNet block's set may go to 0 (the block
+becomes its shortcut). It stops once the predicted latency is within the budget. Polarized γ make the importance side
+easy: the channels at γ ≈ 0 cost nothing to remove, so they go first wherever they save time.
+
+The channels chosen are then removed by the same surgery as ``polar.prune`` (``polar.prune_channels``): the result
+saves, loads and exports like any pruned model and equals the network with those channels' γ set to 0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .latency_table import LatencyTable, full_widths, latency_table
+from .models import channel_sets, unwrap
+from .prune import prune_channels
+
+__all__ = ["plan_speedup", "prune_to_speedup"]
+
+
+def _strengths(model: nn.Module) -> list[torch.Tensor]:
+    """Each channel set's channel importance, ascending: γ, the smallest over the set's BNs."""
+    out = []
+    for cs in channel_sets(model):
+        gammas = torch.stack([bn.weight.detach().abs().float().cpu() for bn in cs.bns])
+        out.append(gammas.min(0).values.sort().values)
+    return out
+
+
+def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[int]:
+    """The width of each channel set (``polar.channel_sets`` order) that the greedy above keeps for a predicted
+    ``speedup`` over the unpruned network in ``table``'s runtime."""
+    if not isinstance(speedup, (int, float)) or not math.isfinite(speedup) or speedup < 1:
+        raise ConfigError(f"speedup must be a number of at least 1 (2 = twice as fast), got {speedup!r}")
+    inner = unwrap(model)
+    sets, strengths = channel_sets(inner), _strengths(inner)
+    widths = full_widths(inner)
+    step = table.granularity
+    budget = table.predict(inner, widths) / speedup
+    now = table.predict(inner, widths)
+    while now > budget:
+        best: tuple[float, float, int, int] | None = None  # (importance per ms, -ms saved, set, new width)
+        for i, (cs, w) in enumerate(zip(sets, widths)):
+            floor = 0 if cs.allow_empty else 1
+            new = max(floor, w - (w % step or step))
+            if new >= w:
+                continue
+            n = len(strengths[i])
+            lost = float(strengths[i][n - w:n - new].sum())
+            saved = now - table.predict(inner, [*widths[:i], new, *widths[i + 1:]])
+            if saved <= 0:
+                continue
+            candidate = (lost / saved, -saved, i, new)
+            best = candidate if best is None or candidate < best else best
+        if best is None:
+            raise ConfigError(f"a {speedup:g}x speed-up is beyond what narrowing channels reaches in this table "
+                              f"(predicted {table.predict(inner, full_widths(inner)) / now:.2f}x at most); ask for "
+                              "less")
+        widths[best[2]] = best[3]
+        now = table.predict(inner, widths)
+    return widths
+
+
+def prune_to_speedup(model: nn.Module, speedup: float, runtime: str = "torch", batch_size: int = 64,
+                     table: LatencyTable | None = None) -> nn.Module:
+    """``model`` pruned for a ``speedup`` in ``runtime`` at ``batch_size`` on this machine, as predicted by its
+    latency table (measured now, or read from the cache; pass ``table`` to reuse one): widths from
+    :func:`plan_speedup`, each set keeping its largest-γ channels, removed by ``polar.prune_channels``."""
+    table = table or latency_table(model, runtime, batch_size)
+    inner = unwrap(model)
+    widths = plan_speedup(inner, speedup, table)
+    removed = []
+    for cs, w in zip(channel_sets(inner), widths):
+        gammas = torch.stack([bn.weight.detach().abs() for bn in cs.bns]).min(0).values
+        gone = torch.ones_like(gammas, dtype=torch.bool)
+        gone[gammas.argsort(descending=True)[:w]] = False
+        removed.append(gone)
+    return prune_channels(inner, removed)
