@@ -23,19 +23,15 @@ from torch import nn
 
 from .errors import ConfigError
 from .latency_table import LatencyTable, full_widths, latency_table
-from .models import channel_sets, unwrap
+from .models import ChannelSet, channel_sets, unwrap
 from .prune import prune_channels
 
 __all__ = ["plan_speedup", "prune_to_speedup"]
 
 
-def _strengths(model: nn.Module) -> list[torch.Tensor]:
-    """Each channel set's channel importance, ascending: γ, the smallest over the set's BNs."""
-    out = []
-    for cs in channel_sets(model):
-        gammas = torch.stack([bn.weight.detach().abs().float().cpu() for bn in cs.bns])
-        out.append(gammas.min(0).values.sort().values)
-    return out
+def _importance(cs: ChannelSet) -> torch.Tensor:
+    """A channel set's channel importance: γ, the smallest over the set's BNs (as ``polar.prune`` ranks them)."""
+    return torch.stack([bn.weight.detach().abs().float().cpu() for bn in cs.bns]).min(0).values
 
 
 def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[int]:
@@ -44,11 +40,12 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
     if not isinstance(speedup, (int, float)) or not math.isfinite(speedup) or speedup < 1:
         raise ConfigError(f"speedup must be a number of at least 1 (2 = twice as fast), got {speedup!r}")
     inner = unwrap(model)
-    sets, strengths = channel_sets(inner), _strengths(inner)
+    sets = channel_sets(inner)
+    strengths = [_importance(cs).sort().values for cs in sets]  # ascending: a cut takes the weakest kept
     widths = full_widths(inner)
     step = table.granularity
-    budget = table.predict(inner, widths) / speedup
-    now = table.predict(inner, widths)
+    full = now = table.predict(inner, widths)
+    budget = full / speedup
     while now > budget:
         best: tuple[float, float, int, int] | None = None  # (importance per ms, -ms saved, set, new width)
         for i, (cs, w) in enumerate(zip(sets, widths)):
@@ -65,8 +62,7 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
             best = candidate if best is None or candidate < best else best
         if best is None:
             raise ConfigError(f"a {speedup:g}x speed-up is beyond what narrowing channels reaches in this table "
-                              f"(predicted {table.predict(inner, full_widths(inner)) / now:.2f}x at most); ask for "
-                              "less")
+                              f"(predicted {full / now:.2f}x at most); ask for less")
         widths[best[2]] = best[3]
         now = table.predict(inner, widths)
     return widths
@@ -82,8 +78,8 @@ def prune_to_speedup(model: nn.Module, speedup: float, runtime: str = "torch", b
     widths = plan_speedup(inner, speedup, table)
     removed = []
     for cs, w in zip(channel_sets(inner), widths):
-        gammas = torch.stack([bn.weight.detach().abs() for bn in cs.bns]).min(0).values
-        gone = torch.ones_like(gammas, dtype=torch.bool)
-        gone[gammas.argsort(descending=True)[:w]] = False
+        importance = _importance(cs)
+        gone = torch.ones_like(importance, dtype=torch.bool)
+        gone[importance.argsort(descending=True)[:w]] = False  # the set keeps its w most important channels
         removed.append(gone)
     return prune_channels(inner, removed)
