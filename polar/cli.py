@@ -282,11 +282,12 @@ def _prune_for_speed(model: nn.Module, args: argparse.Namespace
                      ) -> tuple[None, nn.Module, dict[str, Any]]:
     """``polar.prune_to_speedup`` with the latency table's prediction and a fresh measurement for the report."""
     from .latency_table import full_widths, latency_table, measured_speedup
-    from .speedup import plan_speedup, prune_to_speedup
+    from .prune import prune_channels
+    from .speedup import plan_speedup, strongest_kept
 
     table = latency_table(model, args.runtime, args.batch_size)
-    widths = plan_speedup(model, args.speedup, table)
-    small = prune_to_speedup(model, args.speedup, table=table)
+    widths = plan_speedup(model, args.speedup, table)  # prune_to_speedup's steps, its plan kept for the report
+    small = prune_channels(model, strongest_kept(model, widths))
     return None, small, {
         "speedup_asked": args.speedup, "runtime": args.runtime, "batch_size": args.batch_size, "widths": widths,
         "predicted_speedup": table.predict(model, full_widths(model)) / table.predict(model, widths),

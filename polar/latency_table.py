@@ -48,7 +48,7 @@ from torch import nn
 
 from .atomic import atomic_write_text
 from .errors import ConfigError
-from .latency import latency_ms
+from .latency import _torch_runner, latency_ms
 from .models import channel_sets, unwrap
 from .prune import prune_to_widths
 from .prune.cost import _current, _outputs_per_channel, layer_widths
@@ -76,10 +76,16 @@ class LatencyTable:
 
     def predict(self, model: nn.Module, widths: Sequence[int]) -> float:
         """Predicted milliseconds of ``model`` pruned to ``widths`` (one per channel set, 0 removes a ResNet block)."""
+        return self.predictor(model)(widths)
+
+    def predictor(self, model: nn.Module) -> Callable[[Sequence[int]], float]:
+        """:meth:`predict` for one model, its architecture checked once (hashing every layer's shape was a third of
+        a width search's time when checked at every question)."""
         if _architecture(model) != self.key["architecture"]:
             raise ConfigError("this latency table was measured for another architecture; build one for this model "
                               "with polar.latency_table(model, ...)")
-        return self._predict(_features(unwrap(model), widths, self.granularity))
+        inner = unwrap(model)
+        return lambda widths: self._predict(_features(inner, widths, self.granularity))
 
     def _predict(self, features: dict[str, list[float]]) -> float:
         return self.intercept_ms + sum(sum(c * f for c, f in zip(self.coefficients[g], values))
@@ -88,9 +94,9 @@ class LatencyTable:
     def curve(self, model: nn.Module, index: int) -> list[tuple[int, float]]:
         """Channel set ``index``'s widths (multiples of the granularity, and its full width) and the predicted ms of
         the network at each, every other set full: the per-set view of the table."""
-        full = full_widths(model)
+        full, predict = full_widths(model), self.predictor(model)
         sizes = sorted({*range(self.granularity, full[index], self.granularity), full[index]})
-        return [(w, self.predict(model, [*full[:index], w, *full[index + 1:]])) for w in sizes]
+        return [(w, predict([*full[:index], w, *full[index + 1:]])) for w in sizes]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, allow_nan=False)
@@ -186,12 +192,7 @@ def _sample_widths(model: nn.Module, count: int, seed: int) -> list[list[int]]:
 
 
 def _torch_timer(model: nn.Module, batch_size: int) -> Callable[[], float]:
-    model = model.eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 3, model.input_size, model.input_size).contiguous(memory_format=torch.channels_last)
-
-    def run() -> object:
-        with torch.inference_mode():
-            return model(x)
+    run = _torch_runner(model, batch_size, channels_last=True)
     return lambda: latency_ms(run, repeats=5, warmup=2)
 
 
@@ -219,7 +220,7 @@ def measured_speedup(original: nn.Module, pruned: nn.Module, runtime: str = "tor
         raise ConfigError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     with tempfile.TemporaryDirectory() as folder:
         timers = [_timer(copy.deepcopy(unwrap(m)).cpu(), runtime, batch_size, Path(folder))
-                  for m in (original, pruned)]
+                  for m in (original, pruned)]  # CPU copies: the caller's models stay where they are
         times = [(timers[0](), timers[1]()) for _ in range(rounds)]
     return statistics.median(a for a, _ in times) / statistics.median(b for _, b in times)
 

@@ -26,7 +26,7 @@ from .latency_table import LatencyTable, full_widths, latency_table
 from .models import ChannelSet, channel_sets, unwrap
 from .prune import prune_channels
 
-__all__ = ["plan_speedup", "prune_to_speedup"]
+__all__ = ["plan_speedup", "prune_to_speedup", "strongest_kept"]
 
 
 def _importance(cs: ChannelSet) -> torch.Tensor:
@@ -44,7 +44,8 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
     strengths = [_importance(cs).sort().values for cs in sets]  # ascending: a cut takes the weakest kept
     widths = full_widths(inner)
     step = table.granularity
-    full = now = table.predict(inner, widths)
+    predict = table.predictor(inner)
+    full = now = predict(widths)
     budget = full / speedup
     while now > budget:
         best: tuple[float, float, int, int] | None = None  # (importance per ms, -ms saved, set, new width)
@@ -55,7 +56,7 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
                 continue
             n = len(strengths[i])
             lost = float(strengths[i][n - w:n - new].sum())
-            saved = now - table.predict(inner, [*widths[:i], new, *widths[i + 1:]])
+            saved = now - predict([*widths[:i], new, *widths[i + 1:]])
             if saved <= 0:
                 continue
             candidate = (lost / saved, -saved, i, new)
@@ -64,8 +65,20 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
             raise ConfigError(f"a {speedup:g}x speed-up is beyond what narrowing channels reaches in this table "
                               f"(predicted {full / now:.2f}x at most); ask for less")
         widths[best[2]] = best[3]
-        now = table.predict(inner, widths)
+        now = predict(widths)
     return widths
+
+
+def strongest_kept(model: nn.Module, widths: list[int]) -> list[torch.Tensor]:
+    """The channels to remove (one bool mask per channel set) so that each set keeps its ``widths[i]`` most
+    important channels: the input of ``polar.prune_channels`` for a width plan."""
+    removed = []
+    for cs, w in zip(channel_sets(unwrap(model)), widths):
+        importance = _importance(cs)
+        gone = torch.ones_like(importance, dtype=torch.bool)
+        gone[importance.argsort(descending=True)[:w]] = False
+        removed.append(gone)
+    return removed
 
 
 def prune_to_speedup(model: nn.Module, speedup: float, runtime: str = "torch", batch_size: int = 64,
@@ -74,12 +87,4 @@ def prune_to_speedup(model: nn.Module, speedup: float, runtime: str = "torch", b
     latency table (measured now, or read from the cache; pass ``table`` to reuse one): widths from
     :func:`plan_speedup`, each set keeping its largest-γ channels, removed by ``polar.prune_channels``."""
     table = table or latency_table(model, runtime, batch_size)
-    inner = unwrap(model)
-    widths = plan_speedup(inner, speedup, table)
-    removed = []
-    for cs, w in zip(channel_sets(inner), widths):
-        importance = _importance(cs)
-        gone = torch.ones_like(importance, dtype=torch.bool)
-        gone[importance.argsort(descending=True)[:w]] = False  # the set keeps its w most important channels
-        removed.append(gone)
-    return prune_channels(inner, removed)
+    return prune_channels(model, strongest_kept(model, plan_speedup(model, speedup, table)))
