@@ -12,9 +12,14 @@ one pickled job and reports snapshots over a socket. The pool, shared by every b
 Run directories are written by ``polar.train`` itself, atomically, so stopping at any moment loses nothing saved.
 
 The steps after training (prune, fine-tune, trade-off, export, latency: ``polar.after_training``) run the same way,
-as a :class:`TaskHandle` of the duel: a spare child is sent the task instead of a job, takes a slot like a training
-duel (or waits in the same queue), reports its progress, sends its result and exits; cancelling stops it, and a duel
-that stops (its tab gone) cancels its tasks. The server itself never runs a forward pass over a dataset.
+as a :class:`TaskHandle` of the duel: it takes a slot like a training duel (or waits in the same queue), reports its
+progress and its result, and a duel that stops (its tab gone) cancels its tasks. A paused duel's trainer runs its
+prune, fine-tune and trade-off itself (``HOSTED_TASKS``: its data is loaded and its kernels are built, which a fresh
+worker would spend seconds on); otherwise, and for export and latency, a spare child is sent the task instead of a
+job and exits after it. Cancelling stops a worker, or tells the trainer to abandon its task. Resuming training
+cancels the trainer's task (the page hides the steps after training while the weights move). A task runs with
+all the cores a slot stands for (``threads_per_task``): someone is waiting for it. The server itself never runs a
+forward pass over a dataset.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from pathlib import Path
 import torch
 
 import polar
+from polar.after_training import HOSTED_TASKS
 from polar.duel_process import NICENESS, make_job
 from polar.saving import read_weights
 
@@ -156,6 +162,7 @@ class DuelHandle:
         self._sent = 0  # commands sent since the job; a "parked" report counts once the child has read them all
         self._pending: tuple | None = None  # the command a queued duel sends once it gets a slot
         self.tasks: dict[str, TaskHandle] = {}  # the latest task of each kind (prune, finetune, ...)
+        self._hosted: TaskHandle | None = None  # the task this duel's own trainer runs now
         hist = {m: polar.gamma_summary(polar.gamma_snapshot(model), self.upper) for m, model in self.models.items()}
         self._snapshot = Snapshot(total_steps=self.first.epochs * self.steps_per_epoch, hist=hist,
                                   published_at=time.time())
@@ -195,10 +202,45 @@ class DuelHandle:
         if previous is not None:
             previous.cancel()
         task = TaskHandle(self.pool, {**spec, "kind": kind, "data": self.data_args, "device": self.first.device,
-                                      "threads": self.pool.threads_per_trainer})
+                                      "threads": self.pool.threads_per_task}, host=self)
         self.tasks[kind] = task
         self.pool.request_slot(task)
         return task
+
+    def host(self, task: TaskHandle) -> bool:
+        """Send ``task`` to this duel's own trainer if it can take it: a hosted kind, the trainer alive, paused with
+        its weights parked, and no other task of this duel in it. False: the task needs a worker."""
+        child = self._child
+        with self._lock:
+            if (task.spec["kind"] not in HOSTED_TASKS or child is None or not child.alive()
+                    or self._hosted is not None or self._snapshot.state != "paused" or not self._parked.is_set()):
+                return False
+            self._hosted = task
+            task.in_trainer = True
+        child.send_lock.acquire()  # held until the task is sent: a later command (Start, cancel) follows it
+        threading.Thread(target=self._send_hosted, args=(child, task), name=f"polar-host-{self.id}",
+                         daemon=True).start()
+        return True
+
+    def _send_hosted(self, child: _Child, task: TaskHandle) -> None:
+        """Send the hosted task from a thread: the trainer may still be measuring the paused accuracies, and the
+        spec's weights overflow the socket's buffer (the page and the pool must not wait on that)."""
+        try:
+            child.conn.send(("host", {**task.spec, "id": task.id}))
+        except OSError:  # the trainer is gone: _listen ends the task
+            pass
+        finally:
+            child.send_lock.release()
+
+    def abandon(self, task: TaskHandle) -> None:
+        """Tell the trainer to drop ``task`` at its next progress report (it keeps training's commands)."""
+        with self._lock:
+            if self._hosted is not task:
+                return
+            self._hosted = None
+        child = self._child
+        if child is not None:
+            child.send(("cancel", task.id))
 
     def stop(self) -> None:
         """Stop for good and free the trainer (and any task's worker); the run directories keep their last
@@ -232,6 +274,9 @@ class DuelHandle:
     def _command(self, command: tuple) -> None:
         if self.snapshot().state in ("done", "stopped", "error", "running", "queued"):
             return
+        hosted = self._hosted
+        if hosted is not None:  # training resumes: the trainer drops the task it runs for the paused weights
+            hosted.cancel()
         self._pending = command
         self._set(state="queued")
         self.pool.request_slot(self)
@@ -305,9 +350,21 @@ class DuelHandle:
             except (EOFError, OSError):
                 if self._child is child and self.snapshot().state in ("running", "paused", "queued"):
                     self._set(state="error", message=f"the training process exited ({child.process.poll()})")
+                with self._lock:
+                    hosted, self._hosted = self._hosted, None
+                if hosted is not None:
+                    hosted.report("task_end", {"state": "error", "message": "the training process exited"})
                 self._parked.set()
                 self.pool.wake()
                 return
+            if kind in ("task_progress", "task_end"):  # of the task this trainer hosts (not an abandoned one)
+                with self._lock:
+                    hosted = self._hosted if self._hosted is not None and self._hosted.id == payload["id"] else None
+                    if hosted is not None and kind == "task_end":
+                        self._hosted = None
+                if hosted is not None:
+                    hosted.report(kind, payload)
+                continue
             if kind == "ready":
                 self._set(ready=True, hist=payload["hist"], published_at=time.time())
             elif kind == "failed":
@@ -365,10 +422,14 @@ def _thinned(timeline: list[dict]) -> list[dict]:
 
 
 class TaskHandle:
-    """One step after training (``polar.after_training``) in a worker process of the pool."""
+    """One step after training (``polar.after_training``) in a worker process of the pool, or in its duel's own
+    paused trainer (``host``; see :meth:`DuelHandle.host`)."""
 
-    def __init__(self, pool: TrainerPool, spec: dict, on_finish: Callable[[TaskHandle], None] | None = None) -> None:
-        self.pool, self.spec, self.on_finish = pool, spec, on_finish
+    def __init__(self, pool: TrainerPool, spec: dict, on_finish: Callable[[TaskHandle], None] | None = None,
+                 host: DuelHandle | None = None) -> None:
+        self.pool, self.spec, self.on_finish, self.host = pool, spec, on_finish, host
+        self.id = uuid.uuid4().hex[:10]
+        self.in_trainer = False  # set by the host duel when its trainer took the task
         self._lock = threading.Lock()
         self._child: _Child | None = None
         self._snapshot = TaskSnapshot(kind=spec["kind"])
@@ -381,7 +442,7 @@ class TaskHandle:
         return self.snapshot().state in ("queued", "running")
 
     def cancel(self) -> None:
-        """Stop the task now: out of the queue, or its worker killed."""
+        """Stop the task now: out of the queue, its worker killed, or its host trainer told to drop it."""
         self.pool.dequeue(self)
         with self._lock:
             child, self._child = self._child, None
@@ -389,6 +450,8 @@ class TaskHandle:
                 self._snapshot.state, self._snapshot.finished_at = "cancelled", time.time()
         if child is not None:
             child.terminate()
+        if self.in_trainer and self.host is not None:
+            self.host.abandon(self)
         self.pool.wake()
 
     def has_trainer(self) -> bool:
@@ -404,14 +467,20 @@ class TaskHandle:
                 setattr(self._snapshot, k, v)
 
     def granted(self) -> None:
-        """A slot is free: take a worker (a spare, which has torch imported) and send it the task."""
-        if self.snapshot().state != "queued":
+        """A slot is free: hand the task to its duel's paused trainer, or else take a worker (a spare, which has
+        torch imported) and send it the task."""
+        with self._lock:
+            if self._snapshot.state != "queued":
+                return
+            self._snapshot.state, self._snapshot.queue_position, self._snapshot.text = "running", 0, "starting"
+        if self.host is not None and self.host.host(self):
             return
         child = self.pool.new_child()
         with self._lock:
+            if self._snapshot.state != "running":  # cancelled meanwhile
+                child.terminate()
+                return
             self._child = child
-            self._snapshot.state, self._snapshot.queue_position = "running", 0
-            self._snapshot.text = "starting"
         child.send_lock.acquire()  # held until the task is sent, as for a duel's job
         threading.Thread(target=self._send_and_listen, args=(child,), name=f"polar-task-{self.spec['kind']}",
                          daemon=True).start()
@@ -430,10 +499,7 @@ class TaskHandle:
                 self._finish(child, "error", message="the worker process exited before it finished")
                 return
             if kind == "progress":
-                now = time.time()
-                with self._lock:
-                    self._snapshot.share, self._snapshot.text = float(payload["share"]), payload["text"]
-                    self._snapshot.first_progress_at = self._snapshot.first_progress_at or now
+                self._progress(payload)
             elif kind == "result":
                 self._finish(child, "done", result=payload, share=1.0, text="done")
                 return
@@ -441,13 +507,30 @@ class TaskHandle:
                 self._finish(child, "error", message=payload)
                 return
 
-    def _finish(self, child: _Child, state: str, **changes) -> None:
+    def report(self, kind: str, payload: dict) -> None:
+        """A message about this task from the duel's trainer that hosts it: progress, or its end."""
+        if kind == "task_progress":
+            self._progress(payload)
+        elif payload["state"] == "done":
+            self._finish(None, "done", result=payload["result"], share=1.0, text="done")
+        else:
+            self._finish(None, payload["state"], message=payload.get("message", ""))
+
+    def _progress(self, payload: dict) -> None:
+        now = time.time()
+        with self._lock:
+            self._snapshot.share, self._snapshot.text = float(payload["share"]), payload["text"]
+            self._snapshot.first_progress_at = self._snapshot.first_progress_at or now
+
+    def _finish(self, child: _Child | None, state: str, **changes) -> None:
+        """The task ended (``child``: its worker, None when a trainer hosted it); kept as cancelled if it was."""
         with self._lock:
             if self._child is child and self._snapshot.state == "running":  # not cancelled meanwhile
                 for k, v in {"state": state, "finished_at": time.time(), **changes}.items():
                     setattr(self._snapshot, k, v)
             self._child = None if self._child is child else self._child
-        child.kill(timeout=10.0)  # it exits by itself after its result; reap it
+        if child is not None:
+            child.kill(timeout=10.0)  # it exits by itself after its result; reap it
         self.pool.wake()
         if self.on_finish is not None and self.snapshot().state != "cancelled":
             self.on_finish(self)
@@ -551,6 +634,9 @@ class TrainerPool:
         # one core fewer than the machine has (shared by the running duels): OpenMP threads that keep being
         # preempted by the page stall each other at every barrier
         self.threads_per_trainer = threads_per_trainer or max(1, (cores - 1) // self.max_running)
+        # a task is a burst someone waits for, the page mostly sleeps meanwhile: all the cores of its slot (a
+        # ResNet-20 prune on the 2-core CPU: 4.7 s on one thread, 2.3 s on two)
+        self.threads_per_task = max(self.threads_per_trainer, cores // self.max_running)
         self._lock = threading.RLock()
         self._duels: dict[str, DuelHandle] = {}
         self._grids: dict[str, GridHandle] = {}  # by cache folder

@@ -32,7 +32,7 @@ from .saving import read_weights, save, weights_blob
 from .sweep import sweep
 from .train import EpochEvent, StepEvent, train
 
-__all__ = ["run_task", "task_data", "TASKS", "TRAINING_TASKS"]
+__all__ = ["run_task", "task_data", "TASKS", "TRAINING_TASKS", "HOSTED_TASKS"]
 
 Progress = Callable[[float, str], None]
 
@@ -66,8 +66,10 @@ def _finetune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> 
 
 
 def _tradeoff(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
-    """``polar.sweep`` of each model over the FLOPs reductions, one row at a time."""
+    """``polar.sweep`` of each model over the FLOPs reductions, one row at a time; the unpruned accuracies come
+    with the spec where the trainer measured them."""
     models = read_weights(spec["models"])
+    known = spec.get("accuracies") or {}
     reductions = [float(r) for r in spec["reductions"]]
     total, curves = len(models) * len(reductions), {}
     for i, (name, model) in enumerate(models.items()):
@@ -79,7 +81,8 @@ def _tradeoff(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> 
                      f"{name}: {row['flops_reduction']:.0%} of FLOPs removed, {row['acc_folded']:.1%} accurate")
 
         progress(i * len(reductions) / total, f"sweeping {name}")
-        curves[name] = sweep(model, data, reductions=reductions, on_row=measured).to_dict("records")
+        curves[name] = sweep(model, data, reductions=reductions, on_row=measured,
+                             acc_unpruned=known.get(name)).to_dict("records")
     return {"curves": curves}
 
 
@@ -112,6 +115,13 @@ def _grid_point(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -
 
 
 TRAINING_TASKS = frozenset({"finetune", "grid_point"})  # the tasks that read the training split
+
+# The tasks a *paused* trainer may run itself, on the dataset it holds (``python -m polar.duel_process``): a fresh
+# worker would first load and normalise the data (~1-2 s of a core for the duel's training subset) and build its
+# kernels; the trainer has done both. They only read the weights their spec carries, so the duel's own models are
+# untouched. Export and latency keep a short-lived worker: the exporter's state and the steady allocator should
+# not stay in a process that goes on training.
+HOSTED_TASKS = frozenset({"prune", "finetune", "tradeoff"})
 
 
 TASKS: dict[str, Callable[[dict[str, Any], DeviceDataset, Progress], dict[str, Any]]] = {

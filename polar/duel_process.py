@@ -22,6 +22,14 @@ A child may instead be sent one task (``polar.after_training``: prune, fine-tune
   parent → child: ``("task", {"kind", "data", "threads", ...})``
   child → parent: ``("progress", {"share", "text"})``, then ``("result", dict)`` or ``("failed", message)``;
 then it exits. The parent cancels a task by stopping the process.
+
+A *paused* trainer runs its own duel's prune, fine-tune and trade-off (``polar.after_training.HOSTED_TASKS``) on
+the data it holds, between commands:
+  parent → child: ``("host", {"id", "kind", "threads", ...})``, and ``("cancel", id)`` to abandon it
+  child → parent: ``("task_progress", {"id", "share", "text"})``, then ``("task_end", {"id", "state", "result" |
+                  "message"})`` with state done, error or cancelled.
+A hosted task leaves the duel as it was (models, torch threads, the global random state); commands that arrive
+while it runs are kept and obeyed after it. Neither message counts as a command read.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import copy
 import os
 import sys
 import time
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -138,10 +147,16 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
     # any publication (a histogram after either method's step), and the last one with both losses: the second has
     # its own clock, or steps of 1/2 to 1 publish interval would publish only between methods, never the losses
     last_publish = last_losses = 0.0
+    kept: deque[tuple] = deque()  # commands that arrived while a hosted task ran, obeyed after it
     try:
         while True:
-            if not running or conn.poll():
-                kind, arg = conn.recv()
+            if not running or kept or conn.poll():
+                kind, arg = kept.popleft() if kept else conn.recv()
+                if kind == "host":
+                    _host(conn, duel, arg, kept)
+                    continue
+                if kind == "cancel":  # for a hosted task that has ended already
+                    continue
                 read += 1
                 if kind == "stop":
                     park("stopped")
@@ -191,6 +206,49 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
         duel.close()
 
 
+class _Cancelled(Exception):
+    """The parent abandoned the hosted task (raised from its progress callback)."""
+
+
+def _host(conn: Connection, duel: Duel, spec: dict[str, Any], kept: deque[tuple]) -> None:
+    """Run one of this duel's after-training tasks here, while paused (``polar.after_training.HOSTED_TASKS``).
+
+    It reads only the weights its spec carries and runs with the task's threads; the global random state (which
+    building a model from weights draws from) is restored after it, so training resumes exactly as it would have.
+    Messages that arrive meanwhile are read at each progress report: this task's cancel ends it there, commands
+    wait in ``kept``."""
+    from .after_training import HOSTED_TASKS, run_task
+
+    task_id = spec["id"]
+
+    def progress(share: float, text: str) -> None:
+        while conn.poll():
+            message = conn.recv()
+            if message == ("cancel", task_id):
+                raise _Cancelled
+            if message[0] != "cancel":
+                kept.append(message)
+        conn.send(("task_progress", {"id": task_id, "share": share, "text": text}))
+
+    threads = torch.get_num_threads()
+    try:
+        if spec.get("kind") not in HOSTED_TASKS:
+            raise ValueError(f"a trainer does not host {spec.get('kind')!r} tasks")
+        torch.set_num_threads(max(1, int(spec["threads"])))
+        with torch.random.fork_rng(devices=[]):
+            result = run_task(spec, duel.data, progress)
+    except _Cancelled:
+        conn.send(("task_end", {"id": task_id, "state": "cancelled"}))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        raise  # the parent is gone: the command loop ends
+    except Exception as err:  # shown in the page as one line, never as a traceback
+        conn.send(("task_end", {"id": task_id, "state": "error", "message": one_line(err)}))
+    else:
+        conn.send(("task_end", {"id": task_id, "state": "done", "result": result}))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _warm_up(model: torch.nn.Module, data, cfg: TrainConfig) -> None:
     """One throwaway forward and backward pass on a copy, in the training's memory format and precision: oneDNN
     builds its kernels for these shapes now rather than in the first step after Start (~1 s on a 2-core CPU)."""
@@ -208,6 +266,8 @@ def main(argv: list[str]) -> None:
         os.nice(max(0, NICENESS - os.nice(0)))  # a parent may have started it niced already (see app/trainers.py)
     except OSError:  # not permitted on some systems: train at normal priority
         pass
+    import pandas  # noqa: F401 -- the prune and trade-off tables: ~0.4 s now rather than after someone's click
+
     conn = Connection(int(argv[1]))
     try:
         serve(conn)

@@ -68,7 +68,7 @@ def separate_ties(model: nn.Module) -> nn.Module:
 def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | None = None,
           reductions: Sequence[float] | None = None, input_size: tuple[int, ...] | None = None,
           round_to: int = 1, narrow_residual: bool = False,
-          on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+          on_row: Callable[[dict], None] | None = None, acc_unpruned: float | None = None) -> pd.DataFrame:
     """One row per threshold (or per target FLOPs reduction): threshold, MACs, FLOPs, params, FLOPs reduction and
     test accuracy of the pruned model before fine-tuning (folded and ``zero_beta``), plus the unpruned accuracy.
 
@@ -77,13 +77,14 @@ def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | N
 
     Exactly one of ``thresholds`` and ``reductions`` must be given; ``round_to`` and ``narrow_residual`` are
     ``polar.prune``'s options, used for the threshold search and both prunings. ``on_row`` is called with each row
-    as soon as it is measured (a page's progress).
+    as soon as it is measured (a page's progress). ``acc_unpruned``: the model's test accuracy on ``data`` where
+    already measured (the explorer's trainer measures it when it pauses), instead of evaluating it again.
     """
     if (thresholds is None) == (reductions is None):
         raise ConfigError("give either thresholds or target FLOPs reductions")
     model = separate_ties(model.to(data.device).eval())
     base = unpruned_cost(model, input_size)
-    unpruned = evaluate(model, data)[1]
+    unpruned = evaluate(model, data)[1] if acc_unpruned is None else acc_unpruned
     targets: list[tuple[float | None, float | None]] = (
         [(float(t), None) for t in thresholds] if thresholds is not None else [(None, float(r)) for r in reductions])
     options = {"input_size": input_size, "round_to": round_to, "narrow_residual": narrow_residual}

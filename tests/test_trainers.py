@@ -134,17 +134,20 @@ def test_process_count_stays_bounded_when_many_sessions_come_and_go(pool: Traine
 
 
 def _trained_duel(pool: TrainerPool, data: polar.DeviceDataset, path: Path, owner: str):
+    """A duel trained to its end: its trainer has exited, so its tasks run in worker processes."""
     duel = pool.new_duel(_cfgs(), DATA_ARGS, data, path, owner=owner)
-    duel.step_epoch()
+    duel.start()
     _wait(lambda: duel.snapshot().state not in ("running", "queued"), what="one epoch")
-    assert duel.idle(), duel.snapshot().message
+    assert duel.snapshot().state == "done" and duel.idle(), duel.snapshot().message
+    _wait(lambda: not duel.has_trainer(), what="the trainer to exit")
     return duel
 
 
 def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancelled(
         pool: TrainerPool, owners: Owners, data: polar.DeviceDataset, tmp_path: Path) -> None:
-    """Prune, then a trade-off while another duel trains: the task waits for the one slot ('1 ahead'), runs in a
-    worker process when the slot frees, reports progress and its result; a cancelled task's worker is gone."""
+    """A finished duel's prune, then a trade-off while another duel trains: the task waits for the one slot ('1
+    ahead'), runs in a worker process when the slot frees, reports progress and its result; a cancelled task's
+    worker is gone."""
     from polar.saving import read_weights, weights_blob
 
     owners.alive.update({"a", "b"})
@@ -238,3 +241,58 @@ def test_a_failing_task_reaches_the_page_as_one_line(pool: TrainerPool, owners: 
     snap = task.snapshot()
     assert snap.state == "error" and snap.message.startswith("UnpicklingError: Weights only load failed")
     assert "\n" not in snap.message and len(snap.message) <= 300 and "Traceback" not in snap.message
+
+
+def test_a_paused_trainer_runs_its_own_tasks_and_trains_on_exactly_as_without_them(
+        pool: TrainerPool, owners: Owners, data: polar.DeviceDataset, tmp_path: Path) -> None:
+    """Paused, a duel's own trainer runs its prune, trade-off and fine-tune (no worker process is started): the
+    results equal the same steps in this process, a cancelled fine-tune ends at once while the trainer lives on,
+    Start cancels a task still running, and the next epoch's weights equal those of a twin duel that ran no task
+    (a hosted task leaves the models, threads and random state as they were)."""
+    from polar.saving import read_weights, weights_blob
+
+    owners.alive.update({"a", "twin"})
+    duels = {name: pool.new_duel(_cfgs(epochs=3), DATA_ARGS, data, tmp_path / name, owner=name)
+             for name in ("a", "twin")}
+    for duel in duels.values():
+        duel.step_epoch()
+        _wait(lambda: duel.snapshot().state == "paused", what="one epoch")
+    duel = duels["a"]
+    trainer, processes = duel._child.process, pool.process_count()
+
+    threshold = polar.find_threshold(duel.models["polar"], "percent", value=0.3)
+    prune = duel.run_task("prune", {"models": weights_blob(duel.models), "threshold": threshold, "reference": "polar"})
+    _wait(lambda: not prune.active(), what="the hosted prune")
+    snap = prune.snapshot()
+    assert snap.state == "done" and prune.in_trainer and prune._child is None, snap.message
+    here, _ = polar.matched_flops(duel.models, data, threshold=threshold, reference="polar")
+    assert [r["acc_pruned"] for r in snap.result["table"]] == here["acc_pruned"].tolist()
+    assert [r["macs"] for r in snap.result["table"]] == here["macs"].tolist()
+
+    sweep = duel.run_task("tradeoff", {"models": weights_blob(duel.models), "reductions": [0.2, 0.4]})
+    _wait(lambda: not sweep.active(), what="the hosted trade-off")
+    assert sweep.snapshot().state == "done" and sweep.in_trainer
+    assert [len(c) for c in sweep.snapshot().result["curves"].values()] == [2, 2]
+
+    finetune = {"pruned": snap.result["pruned"], "epochs": 50, "lr": 0.01,
+                "cfgs": {m: c.to_dict() for m, c in duel.cfgs.items()}}
+    slow = duel.run_task("finetune", finetune)
+    _wait(lambda: slow.snapshot().first_progress_at > 0, what="the hosted fine-tune's first progress")
+    assert slow.in_trainer and pool.process_count() == processes  # no worker was started for it
+    slow.cancel()
+    assert slow.snapshot().state == "cancelled"
+    _wait(lambda: pool.running_count() == 0, what="the slot to free")
+    again = duel.run_task("finetune", finetune)  # the trainer drops the cancelled one and takes this one
+    _wait(lambda: again.snapshot().first_progress_at > 0, what="the next fine-tune's first progress")
+    duel.step_epoch()  # resuming training cancels the task the trainer runs for the paused weights
+    assert again.snapshot().state == "cancelled"
+    _wait(lambda: duel.snapshot().state == "paused" and duel.snapshot().epoch == 2, what="the second epoch")
+    assert duel._child.process is trainer and trainer.poll() is None
+
+    twin = duels["twin"]
+    twin.step_epoch()
+    _wait(lambda: twin.snapshot().state == "paused" and twin.snapshot().epoch == 2, what="the twin's second epoch")
+    for m in duel.models:
+        assert all(torch.equal(a, b) for a, b in zip(duel.models[m].state_dict().values(),
+                                                      twin.models[m].state_dict().values())), m
+    assert read_weights(snap.result["pruned"])  # the blob is an ordinary weights blob
