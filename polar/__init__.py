@@ -38,7 +38,7 @@ from .runs import RunDir
 from .saving import load, save
 from .schedule import lr_sum, scale_lambda
 from .search import Trial, search_lambda
-from .speedup import plan_speedup, prune_to_speedup
+from .speedup import SpeedupPruning, plan_speedup, prune_to_speedup, pruned_for_speedup
 from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .toy import toy_gammas
@@ -59,7 +59,7 @@ __all__ = [
     "threshold_rules", "toy_gammas", "polarization", "export_onnx", "deployed_latency", "latency_ms",
     "paired_latency_ms", "steady_allocator", "PrunableModel", "ChannelSet", "channel_sets", "channel_macs",
     "prune_to_widths", "prune_channels", "mask_channels", "latency_table", "LatencyTable", "measured_speedup",
-    "prune_to_speedup",
+    "prune_to_speedup", "pruned_for_speedup", "SpeedupPruning",
     "plan_speedup", "pruned_cost", "unpruned_cost", "flops_layer_weights", "uniform_width_model", "tl_grid",
     "read_grid", "grid_summary", "GRID_COLUMNS",
 ]

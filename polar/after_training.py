@@ -1,6 +1,6 @@
 """The explorer's steps after training — prune at matched FLOPs, fine-tune, the trade-off curve, ONNX export,
-latency — and the points of a t/λ grid, as tasks a worker process runs (``python -m polar.duel_process``, sent
-``("task", spec)``).
+latency, pruning to a measured speed-up — and the points of a t/λ grid, as tasks a worker process runs
+(``python -m polar.duel_process``, sent ``("task", spec)``).
 
 Why a worker: each of these runs forward passes over a dataset (or times the network), which in a web server would
 hold its CPU for seconds per click and stack up when a class clicks at once. A worker runs under the same pool rules
@@ -24,11 +24,15 @@ from .compare import finetune_config, matched_flops
 from .config import TrainConfig
 from .device_dataset import DeviceDataset
 from .errors import ConfigError
+from .evaluate import evaluate
 from .export import export_onnx
+from .flops import cost
 from .grid import tl_grid
 from .latency import deployed_latency, steady_allocator
+from .latency_table import latency_table, measured_speedup
 from .pretrained import initial_model
 from .saving import read_weights, save, weights_blob
+from .speedup import pruned_for_speedup
 from .sweep import sweep
 from .train import EpochEvent, StepEvent, train
 
@@ -104,6 +108,31 @@ def _latency(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> d
     return {"latency": deployed_latency(original, pruned, repeats=int(spec.get("repeats", 3))).to_dict("records")}
 
 
+def _speedup(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
+    """The reference network pruned for a measured ``speedup`` (``polar.pruned_for_speedup``) in ``runtime`` at
+    ``batch_size``, beside the FLOPs-threshold network Prune made from it: each one's MACs, test accuracy before
+    fine-tuning and speed-up over the unpruned network measured here in alternating rounds, with the latency
+    table's prediction for the first. The table is measured once per machine, runtime and batch (tens of seconds
+    for a ResNet-20), then read from the cache."""
+    steady_allocator()
+    original = read_weights(spec["models"])[spec["reference"]]
+    by_threshold = read_weights(spec["pruned"])[spec["reference"]]
+    runtime, batch_size = spec["runtime"], int(spec["batch_size"])
+    progress(0.0, f"the latency table of {runtime} at batch {batch_size} (measured once on this machine, then cached)")
+    table = latency_table(original, runtime, batch_size)
+    progress(0.5, "choosing the widths and pruning")
+    done = pruned_for_speedup(original, float(spec["speedup"]), runtime, batch_size, table=table)
+    rows = []
+    for i, (name, model) in enumerate((("speed-up target", done.model), ("FLOPs threshold (Prune)", by_threshold))):
+        progress(0.6 + 0.2 * i, f"measuring the {name} network against the original")
+        rows.append({"pruning": name, "macs": cost(model).macs, "acc_pruned": evaluate(model.to(data.device), data)[1],
+                     "predicted_speedup": done.predicted_speedup if model is done.model else None,
+                     "measured_speedup": measured_speedup(original, model, runtime, batch_size)})
+    buffer = io.BytesIO()
+    save(done.model, buffer)
+    return {"rows": rows, "granularity": table.granularity, "fit_error": table.fit_error, "download": buffer.getvalue()}
+
+
 def _grid_point(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
     """One (λ, t, seed) of a t/λ grid (``polar.tl_grid`` with one value each), from the start ``spec["cfg"]``
     names, cached in ``spec["folder"]`` (read back if it is already there)."""
@@ -126,7 +155,7 @@ HOSTED_TASKS = frozenset({"prune", "finetune", "tradeoff"})
 
 TASKS: dict[str, Callable[[dict[str, Any], DeviceDataset, Progress], dict[str, Any]]] = {
     "prune": _prune, "finetune": _finetune, "tradeoff": _tradeoff, "export": _export, "latency": _latency,
-    "grid_point": _grid_point}
+    "speedup": _speedup, "grid_point": _grid_point}
 
 
 def task_data(spec: dict[str, Any]) -> dict[str, Any]:

@@ -281,18 +281,15 @@ def _check_speedup_args(args: argparse.Namespace) -> None:
 def _prune_for_speed(model: nn.Module, args: argparse.Namespace
                      ) -> tuple[None, nn.Module, dict[str, Any]]:
     """``polar.prune_to_speedup`` with the latency table's prediction and a fresh measurement for the report."""
-    from .latency_table import full_widths, latency_table, measured_speedup
-    from .prune import prune_channels
-    from .speedup import plan_speedup, strongest_kept
+    from .latency_table import measured_speedup
+    from .speedup import pruned_for_speedup
 
-    table = latency_table(model, args.runtime, args.batch_size)
-    widths = plan_speedup(model, args.speedup, table)  # prune_to_speedup's steps, its plan kept for the report
-    small = prune_channels(model, strongest_kept(model, widths))
-    return None, small, {
-        "speedup_asked": args.speedup, "runtime": args.runtime, "batch_size": args.batch_size, "widths": widths,
-        "predicted_speedup": table.predict(model, full_widths(model)) / table.predict(model, widths),
-        "measured_speedup": measured_speedup(model, small, args.runtime, args.batch_size),
-        "table_granularity": table.granularity, "table_fit_error": table.fit_error}
+    done = pruned_for_speedup(model, args.speedup, args.runtime, args.batch_size)
+    return None, done.model, {
+        "speedup_asked": args.speedup, "runtime": args.runtime, "batch_size": args.batch_size, "widths": done.widths,
+        "predicted_speedup": done.predicted_speedup,
+        "measured_speedup": measured_speedup(model, done.model, args.runtime, args.batch_size),
+        "table_granularity": done.table.granularity, "table_fit_error": done.table.fit_error}
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ saves, loads and exports like any pruned model and equals the network with those
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from .latency_table import LatencyTable, full_widths, latency_table
 from .models import ChannelSet, channel_sets, unwrap
 from .prune import prune_channels
 
-__all__ = ["plan_speedup", "prune_to_speedup", "strongest_kept"]
+__all__ = ["plan_speedup", "prune_to_speedup", "pruned_for_speedup", "SpeedupPruning", "strongest_kept"]
 
 
 def _importance(cs: ChannelSet) -> torch.Tensor:
@@ -81,10 +82,30 @@ def strongest_kept(model: nn.Module, widths: list[int]) -> list[torch.Tensor]:
     return removed
 
 
+@dataclass(frozen=True)
+class SpeedupPruning:
+    """What :func:`pruned_for_speedup` did: the pruned model, the widths planned, the table's predicted speed-up
+    and the table itself (its granularity and fit error say how far to trust the prediction)."""
+
+    model: nn.Module
+    widths: list[int]
+    predicted_speedup: float
+    table: LatencyTable
+
+
+def pruned_for_speedup(model: nn.Module, speedup: float, runtime: str = "torch", batch_size: int = 64,
+                       table: LatencyTable | None = None) -> SpeedupPruning:
+    """:func:`prune_to_speedup` with its plan and prediction kept, for a report (the CLI, the explorer)."""
+    table = table or latency_table(model, runtime, batch_size)
+    widths = plan_speedup(model, speedup, table)
+    predict = table.predictor(model)
+    return SpeedupPruning(prune_channels(model, strongest_kept(model, widths)), widths,
+                          predict(full_widths(model)) / predict(widths), table)
+
+
 def prune_to_speedup(model: nn.Module, speedup: float, runtime: str = "torch", batch_size: int = 64,
                      table: LatencyTable | None = None) -> nn.Module:
     """``model`` pruned for a ``speedup`` in ``runtime`` at ``batch_size`` on this machine, as predicted by its
     latency table (measured now, or read from the cache; pass ``table`` to reuse one): widths from
     :func:`plan_speedup`, each set keeping its largest-γ channels, removed by ``polar.prune_channels``."""
-    table = table or latency_table(model, runtime, batch_size)
-    return prune_channels(model, strongest_kept(model, plan_speedup(model, speedup, table)))
+    return pruned_for_speedup(model, speedup, runtime, batch_size, table).model

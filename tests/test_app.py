@@ -15,6 +15,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("POLAR_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("POLAR_CACHE", str(tmp_path / "cache"))  # latency tables: measured afresh, kept out of ~
     at = AppTest.from_file(APP, default_timeout=120)
     yield at
     duel = at.session_state["duel"] if "duel" in at.session_state else None
@@ -94,6 +95,15 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     next(b for b in app.button if b.label.startswith("Measure latency")).click().run()
     latency = _finish_task(app, "latency").result["latency"]
     assert sorted({row["runtime"] for row in latency}) == ["ONNX Runtime", "PyTorch"]
+    app.number_input(key="speedup_target").set_value(1.3)
+    app.selectbox(key="speedup_batch").set_value(16)  # a smaller latency table to measure than batch 64's
+    next(b for b in app.button if b.label == "Prune to this speed-up").click().run()
+    speed, threshold = _finish_task(app, "speedup").result["rows"]
+    assert (speed["pruning"], threshold["pruning"]) == ("speed-up target", "FLOPs threshold (Prune)")
+    assert speed["predicted_speedup"] >= 1.3 and speed["macs"] < 40.56e6 and threshold["predicted_speedup"] is None
+    assert all(row["measured_speedup"] > 0 and 0 <= row["acc_pruned"] <= 1 for row in (speed, threshold))
+    download = next(b for b in app.get("download_button") if b.label.startswith("Download the speed-pruned"))
+    assert download is not None and not app.exception
     charts_before = len(app.get("plotly_chart"))
     next(b for b in app.button if b.label.startswith("Trade-off curve")).click().run()
     curves = _finish_task(app, "tradeoff").result["curves"]

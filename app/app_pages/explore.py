@@ -22,7 +22,8 @@ from polar.saving import weights_blob
 
 TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]
 TASK_LABELS = {"prune": "Prune", "finetune": "Fine-tune", "tradeoff": "Trade-off curve", "export": "ONNX export",
-               "latency": "Latency"}
+               "latency": "Latency", "speedup": "Prune to a speed-up"}
+RUNTIMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
 RESULTS = Path(__file__).resolve().parents[2] / "results"  # committed studies (bench/study.py)
 
 
@@ -329,6 +330,40 @@ def deploy(duel: DuelHandle, prune: TaskSnapshot, threshold: float, drawn_at: fl
             "macs_ratio": st.column_config.NumberColumn("MACs ratio (ideal)", format="%.2fx")})
         st.caption("Fewer FLOPs need not mean less time: odd channel widths and memory-bound layers run below their "
                    "MACs ratio (polar.prune's round_to=8, or 16 on AVX-512 CPUs, helps).")
+    speed_target(duel, prune, drawn_at)
+
+
+def speed_target(duel: DuelHandle, prune: TaskSnapshot, drawn_at: float) -> None:
+    """Polarization's network pruned for a target speed-up on this machine (``polar.pruned_for_speedup``, in a
+    worker), beside Prune's FLOPs-threshold network: predicted and measured speed-up, MACs, accuracy."""
+    import pandas as pd
+
+    c1, c2, c3 = st.columns(3)
+    target = c1.number_input("Target speed-up (×)", min_value=1.1, max_value=4.0, value=1.5, step=0.1,
+                             key="speedup_target")
+    runtime = c2.selectbox("Runtime", list(RUNTIMES), format_func=RUNTIMES.get, key="speedup_runtime")
+    batch_size = c3.selectbox("Batch size", [64, 16, 1], key="speedup_batch")
+    if st.button("Prune to this speed-up"):
+        duel.run_task("speedup", {"models": weights_blob(duel.models), "pruned": prune.result["pruned"],
+                                  "reference": "polar", "speedup": target, "runtime": runtime,
+                                  "batch_size": batch_size})
+    task_status(duel, "speedup", drawn_at)
+    speed = done_on(duel, "speedup", prune)
+    if speed is None:
+        return
+    st.dataframe(pd.DataFrame(speed.result["rows"]), hide_index=True, column_config={
+        "macs": st.column_config.NumberColumn("MACs", format="compact"),
+        "acc_pruned": st.column_config.NumberColumn("acc after pruning", format="percent"),
+        "predicted_speedup": st.column_config.NumberColumn("predicted speed-up", format="%.2fx"),
+        "measured_speedup": st.column_config.NumberColumn("measured speed-up", format="%.2fx")})
+    spec = duel.tasks["speedup"].spec
+    st.caption(f"Widths chosen for time, not FLOPs: a latency table of this machine ({RUNTIMES[spec['runtime']]}, "
+               f"batch {spec['batch_size']}; widths in steps of {speed.result['granularity']}, fit error "
+               f"{speed.result['fit_error']:.0%}) predicts each channel set's time, and the channels that lose the "
+               "least γ per millisecond go first (polar.prune_to_speedup). Both speed-ups are measured now against "
+               "the unpruned network, in alternating rounds.")
+    st.download_button("Download the speed-pruned polarization model (.pt)", speed.result["download"],
+                       "polar_speed_pruned.pt")
 
 
 def tradeoff_curve(duel: DuelHandle, drawn_at: float) -> None:
