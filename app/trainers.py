@@ -226,7 +226,7 @@ class DuelHandle:
         """Send the hosted task from a thread: the trainer may still be measuring the paused accuracies, and the
         spec's weights overflow the socket's buffer (the page and the pool must not wait on that)."""
         try:
-            child.conn.send(("host", {**task.spec, "id": task.id}))
+            child.conn.send(("host", {**task.spec, "id": task.id, "step": self.snapshot().step}))
         except OSError:  # the trainer is gone: _listen ends the task
             pass
         finally:
@@ -296,7 +296,7 @@ class DuelHandle:
         if self.snapshot().step:
             raise RuntimeError("a duel that has trained keeps its trainer until it stops")
         job = make_job(self.cfgs, self.data_args, start=self.start_model, run_root=str(self.run_root),
-                       threads=self.pool.threads_per_trainer)
+                       threads=self.pool.threads_per_trainer, measure_threads=self.pool.threads_per_task)
         with self._lock:
             self._child, self._sent = child, 0
             self._snapshot.ready = False

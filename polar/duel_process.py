@@ -38,6 +38,8 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -67,12 +69,15 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 
 
 def make_job(cfgs: dict[str, TrainConfig], data: dict[str, Any], start: torch.nn.Module | None = None,
-             run_root: str | None = None, publish_every: float = 0.25, threads: int = 1) -> dict[str, Any]:
+             run_root: str | None = None, publish_every: float = 0.25, threads: int = 1,
+             measure_threads: int | None = None) -> dict[str, Any]:
     """A job for :func:`serve`: the duel's configs, the arguments of ``polar.load_dataset`` (``data``), the start
-    model (None: fresh weights from the first config's seed), where run directories go, how often to publish."""
+    model (None: fresh weights from the first config's seed), where run directories go, how often to publish, the
+    threads to train with and those to measure the paused networks' accuracy with (default: the same; a Prune
+    clicked meanwhile waits for that measurement, and training has left the cores to it)."""
     return {"cfgs": {m: c.to_dict() for m, c in cfgs.items()}, "data": data, "run_root": run_root,
             "start": weights_blob({"start": start}) if start is not None else None,
-            "publish_every": publish_every, "threads": threads}
+            "publish_every": publish_every, "threads": threads, "measure_threads": measure_threads or threads}
 
 
 def serve(conn: Connection) -> None:
@@ -102,7 +107,7 @@ def serve(conn: Connection) -> None:
     upper = first.upper
     conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
                          "total_steps": first.epochs * duel.steps_per_epoch}))
-    _run(conn, duel, upper, float(job["publish_every"]), start)
+    _run(conn, duel, upper, float(job["publish_every"]), start, int(job.get("measure_threads", job["threads"])))
 
 
 def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
@@ -122,7 +127,7 @@ def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
 
 
 def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
-         start: torch.nn.Module | None = None) -> None:
+         start: torch.nn.Module | None = None, measure_threads: int = 1) -> None:
     """The command loop: train while running, publish at most every ``publish_every`` seconds, park on command.
     ``start``'s test accuracy is measured once, after the first epoch's (not before Start: the first step must
     follow at once), and sent as the accuracy curves' starting point."""
@@ -133,11 +138,14 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
         conn.send(("parked", {"state": state, "message": message, "read": read, "step": step,
                               "weights": weights_blob(duel.models)}))
 
+    measured: dict[str, Any] = {}  # the last accuracies measured while paused: {"step", "acc"}
+
     def measure() -> None:
         """Each network's test accuracy at the weights just parked (as the epoch's evaluation measures it), while
         the user looks at the paused page: pruning then evaluates only the pruned networks."""
-        conn.send(("accuracy", {"step": step, "acc": {m: evaluate(model, duel.data)[1]
-                                                      for m, model in duel.models.items()}}))
+        with _threads(measure_threads):
+            measured.update(step=step, acc={m: evaluate(model, duel.data)[1] for m, model in duel.models.items()})
+        conn.send(("accuracy", dict(measured)))
 
     def summaries() -> dict[str, dict]:
         return {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()}
@@ -153,7 +161,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
             if not running or kept or conn.poll():
                 kind, arg = kept.popleft() if kept else conn.recv()
                 if kind == "host":
-                    _host(conn, duel, arg, kept)
+                    _host(conn, duel, arg, kept, measured)
                     continue
                 if kind == "cancel":  # for a hosted task that has ended already
                     continue
@@ -210,16 +218,31 @@ class _Cancelled(Exception):
     """The parent abandoned the hosted task (raised from its progress callback)."""
 
 
-def _host(conn: Connection, duel: Duel, spec: dict[str, Any], kept: deque[tuple]) -> None:
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads at ``count`` for a while, then back to what training uses."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(count)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _host(conn: Connection, duel: Duel, spec: dict[str, Any], kept: deque[tuple], measured: dict[str, Any]) -> None:
     """Run one of this duel's after-training tasks here, while paused (``polar.after_training.HOSTED_TASKS``).
 
-    It reads only the weights its spec carries and runs with the task's threads; the global random state (which
+    It reads only the weights its spec carries (the parked ones, at ``spec["step"]``) and runs with the task's
+    threads; the accuracies this trainer ``measured`` at that step are added to the spec's (a Prune clicked while
+    they were being measured need not evaluate the unpruned networks again). The global random state (which
     building a model from weights draws from) is restored after it, so training resumes exactly as it would have.
     Messages that arrive meanwhile are read at each progress report: this task's cancel ends it there, commands
     wait in ``kept``."""
     from .after_training import HOSTED_TASKS, run_task
 
     task_id = spec["id"]
+    if measured and spec.get("step") == measured["step"]:
+        spec = {**spec, "accuracies": {**measured["acc"], **(spec.get("accuracies") or {})}}
 
     def progress(share: float, text: str) -> None:
         while conn.poll():
@@ -230,12 +253,10 @@ def _host(conn: Connection, duel: Duel, spec: dict[str, Any], kept: deque[tuple]
                 kept.append(message)
         conn.send(("task_progress", {"id": task_id, "share": share, "text": text}))
 
-    threads = torch.get_num_threads()
     try:
         if spec.get("kind") not in HOSTED_TASKS:
             raise ValueError(f"a trainer does not host {spec.get('kind')!r} tasks")
-        torch.set_num_threads(max(1, int(spec["threads"])))
-        with torch.random.fork_rng(devices=[]):
+        with _threads(spec["threads"]), torch.random.fork_rng(devices=[]):
             result = run_task(spec, duel.data, progress)
     except _Cancelled:
         conn.send(("task_end", {"id": task_id, "state": "cancelled"}))
@@ -245,8 +266,6 @@ def _host(conn: Connection, duel: Duel, spec: dict[str, Any], kept: deque[tuple]
         conn.send(("task_end", {"id": task_id, "state": "error", "message": one_line(err)}))
     else:
         conn.send(("task_end", {"id": task_id, "state": "done", "result": result}))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _warm_up(model: torch.nn.Module, data, cfg: TrainConfig) -> None:

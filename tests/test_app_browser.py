@@ -278,9 +278,9 @@ def test_playground_redraws_soon_after_a_slider_move(server: Server, browser) ->
 
 
 def test_a_tradeoff_runs_in_a_worker_while_a_second_tab_stays_responsive(server: Server, browser) -> None:
-    """The trade-off curve (ResNet-56: 22 evaluations and 20 prunings) runs in a worker process, with progress on
-    its page; meanwhile another student's playground redraws as fast as on an idle server, and the server process
-    itself stays nearly idle."""
+    """The trade-off curve (ResNet-56: 22 evaluations and 20 prunings) runs outside the server — in the duel's
+    paused trainer process, which hosts its own steps after training — with progress on its page; meanwhile another
+    student's playground redraws as fast as on an idle server, and the server process itself stays nearly idle."""
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(f"{server.url}/?dataset=synthetic&model=resnet56&subset=20&batch_size=16&epochs=1&start=scratch",
               timeout=60_000)
@@ -299,7 +299,7 @@ def test_a_tradeoff_runs_in_a_worker_while_a_second_tab_stays_responsive(server:
     assert not page.get_by_text("Traceback").count() and not page.locator(".stException").count()
     other.context.close()
     page.context.close()
-    print(f"\nwhile the trade-off ran in a worker ({workers} trainer/worker processes): playground redrawn "
+    print(f"\nwhile the trade-off ran outside the server ({workers} trainer/worker processes): playground redrawn "
           f"{', '.join(f'{r:.2f}' for r in redraws)} s after each move; the server used {server_cpu:.1f} CPU-s")
     assert still_running, "the trade-off finished before the second tab was timed: make it longer"
     assert statistics.median(redraws) < 2.0  # 0.3 s on an idle server

@@ -268,6 +268,8 @@ def test_a_paused_trainer_runs_its_own_tasks_and_trains_on_exactly_as_without_th
     here, _ = polar.matched_flops(duel.models, data, threshold=threshold, reference="polar")
     assert [r["acc_pruned"] for r in snap.result["table"]] == here["acc_pruned"].tolist()
     assert [r["macs"] for r in snap.result["table"]] == here["macs"].tolist()
+    # the unpruned accuracies: the ones the trainer measured when it paused (the spec carried none), equal to these
+    assert [r["acc_unpruned"] for r in snap.result["table"]] == here["acc_unpruned"].tolist()
 
     sweep = duel.run_task("tradeoff", {"models": weights_blob(duel.models), "reductions": [0.2, 0.4]})
     _wait(lambda: not sweep.active(), what="the hosted trade-off")
