@@ -8,11 +8,12 @@ thread nor lazily on a page: Plotly looks both up in ``sys.modules`` without imp
 another thread is halfway through ``import pandas`` finds a partially initialized module and raises AttributeError
 (seen in a browser test: the page's run died and the Prune click it carried was lost). ~0.3 s once per server.
 
-Once the libraries are in, their objects are frozen out of the garbage collector (``gc.freeze``): Streamlit collects
-every generation after each script run (``runner.postScriptGC``), fragment reruns included — three a second while a
-duel trains, two while a task runs — and with torch, pandas and Plotly loaded a full collection scanned ~275,000
-objects (160 ms here): a third to a half of a core of the 2-core CPU, taken from the training or task someone waits
-for. Frozen objects are never freed, which is what module-level objects of loaded libraries are anyway.
+Once the libraries are in, their objects are frozen out of the garbage collector (``gc.freeze``): with torch, pandas
+and Plotly loaded a full collection scanned ~275,000 objects (160 ms here). Streamlit forces one after every script
+run, fragment reruns included (``runner.postScriptGC``, which ``.streamlit/config.toml`` turns off: with ten
+sessions' own objects alive, freezing the libraries was not enough); the freeze keeps the full collections that
+remain cheap — Python's own, and Streamlit's when the server starts without the repository's config. Frozen
+objects are never freed, which is what module-level objects of loaded libraries are anyway.
 """
 from __future__ import annotations
 

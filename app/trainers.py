@@ -117,6 +117,18 @@ class _Child:
             except OSError:
                 return False
 
+    def send_reserved(self, message: tuple) -> None:
+        """Send ``message`` under the send lock the caller took beforehand (``send_lock.acquire()``, where the order
+        of messages was decided), then release it. Called from a thread for a big message (a job's or a task's
+        weights): a child that is busy reads late and the message overflows the socket's buffer, and the page must
+        not wait on that. A child that is gone is reported by whoever listens to it."""
+        try:
+            self.conn.send(message)
+        except OSError:
+            pass
+        finally:
+            self.send_lock.release()
+
     def kill(self, timeout: float = 5.0) -> None:
         """Ask nicely (stop), then terminate; always reaps the process and closes the socket."""
         if self.alive():
@@ -217,20 +229,12 @@ class DuelHandle:
                 return False
             self._hosted = task
             task.in_trainer = True
+            message = ("host", {**task.spec, "id": task.id, "step": self._snapshot.step})
         child.send_lock.acquire()  # held until the task is sent: a later command (Start, cancel) follows it
-        threading.Thread(target=self._send_hosted, args=(child, task), name=f"polar-host-{self.id}",
+        # from a thread: the trainer may still be measuring the paused accuracies (_listen ends the task if it is gone)
+        threading.Thread(target=child.send_reserved, args=(message,), name=f"polar-host-{self.id}",
                          daemon=True).start()
         return True
-
-    def _send_hosted(self, child: _Child, task: TaskHandle) -> None:
-        """Send the hosted task from a thread: the trainer may still be measuring the paused accuracies, and the
-        spec's weights overflow the socket's buffer (the page and the pool must not wait on that)."""
-        try:
-            child.conn.send(("host", {**task.spec, "id": task.id, "step": self.snapshot().step}))
-        except OSError:  # the trainer is gone: _listen ends the task
-            pass
-        finally:
-            child.send_lock.release()
 
     def abandon(self, task: TaskHandle) -> None:
         """Tell the trainer to drop ``task`` at its next progress report (it keeps training's commands)."""
@@ -307,12 +311,7 @@ class DuelHandle:
     def _send_job_and_listen(self, child: _Child, job: dict) -> None:
         """Send the job, then listen. A fresh child reads nothing until it has imported torch (~1.5 s) and the job's
         weights overflow the socket's buffer: sending from here keeps the page from waiting on that."""
-        try:
-            child.conn.send(("job", job))
-        except OSError:
-            pass  # the child is gone: _listen reports it
-        finally:
-            child.send_lock.release()
+        child.send_reserved(("job", job))  # a child that is gone: _listen reports it
         self._listen(child)
 
     def release_child(self) -> None:
@@ -486,12 +485,7 @@ class TaskHandle:
                          daemon=True).start()
 
     def _send_and_listen(self, child: _Child) -> None:
-        try:
-            child.conn.send(("task", self.spec))
-        except OSError:
-            pass  # the worker is gone (cancelled): the loop below reports it
-        finally:
-            child.send_lock.release()
+        child.send_reserved(("task", self.spec))  # a worker that is gone (cancelled): the loop below reports it
         while True:
             try:
                 kind, payload = child.conn.recv()

@@ -10,7 +10,7 @@ after the last tab closed the server's processes and descriptors were back at th
 its one spare trainer; Streamlit's ~3 descriptors per recently closed session).
 
     python bench/classroom.py --students 10                      # CIFAR-10 if present, 100 images per class
-    python bench/classroom.py --students 3 --train-s 3 --dataset synthetic --until prune --out /tmp/x   # suite
+    python bench/classroom.py --students 3 --train-s 3 --dataset synthetic --until prune --out out/suite   # suite
 
 Writes results/bench/classroom_N{students}.json (with this script's source). Targets (the classroom issue, N = 10):
 every flow finishes, 0 errors, observer redraw p95 ≤ 2 s, health p95 ≤ 0.3 s, back to idle within 30 s.

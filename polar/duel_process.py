@@ -107,7 +107,7 @@ def serve(conn: Connection) -> None:
     upper = first.upper
     conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
                          "total_steps": first.epochs * duel.steps_per_epoch}))
-    _run(conn, duel, upper, float(job["publish_every"]), start, int(job.get("measure_threads", job["threads"])))
+    _run(conn, duel, upper, float(job["publish_every"]), start, int(job["measure_threads"]))
 
 
 def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
