@@ -24,6 +24,7 @@ forward pass over a dataset.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import socket
@@ -45,6 +46,7 @@ from polar.duel_process import NICENESS, make_job
 from polar.saving import read_weights
 
 REPO = Path(__file__).resolve().parents[1]
+STATE_LOG_S = 5.0  # how often the pool writes its state to $POLAR_POOL_LOG, when set
 NICE = shutil.which("nice")  # coreutils' nice, to start trainers at low priority (None: they nice themselves)
 
 
@@ -89,6 +91,7 @@ class TaskSnapshot:
     message: str = ""
     requested_at: float = field(default_factory=time.time)
     first_progress_at: float = 0.0
+    progress_at: float = 0.0  # the latest progress report
     finished_at: float = 0.0
 
 
@@ -515,6 +518,7 @@ class TaskHandle:
         with self._lock:
             self._snapshot.share, self._snapshot.text = float(payload["share"]), payload["text"]
             self._snapshot.first_progress_at = self._snapshot.first_progress_at or now
+            self._snapshot.progress_at = now
 
     def _finish(self, child: _Child | None, state: str, **changes) -> None:
         """The task ended (``child``: its worker, None when a trainer hosted it); kept as cancelled if it was."""
@@ -639,6 +643,9 @@ class TrainerPool:
         self._orphaned_since: dict[str, float] = {}
         self._closed = threading.Event()
         self._wake = threading.Event()
+        # a line of JSON every STATE_LOG_S seconds: what the pool is doing, for a teacher (or a benchmark) asking
+        # why a page waits
+        self.state_log = Path(os.environ["POLAR_POOL_LOG"]) if os.environ.get("POLAR_POOL_LOG") else None
         threading.Thread(target=self._loop, name="polar-trainer-pool", daemon=True).start()
 
     # ---------------------------------------------------------------- what pages call
@@ -742,6 +749,34 @@ class TrainerPool:
         return (len(self._spare) + sum(d.has_trainer() for d in list(self._duels.values()))
                 + sum(t.has_trainer() for t in self._tasks()))
 
+    def state(self) -> dict:
+        """What the pool does now: its queue, each duel's and each task's state (a task's ``quiet_s``: seconds since
+        its latest progress report). ``pool_lock_busy``: the pool's lock was held for over a second (a stuck
+        scheduler would show here first)."""
+        now = time.time()
+        if not self._lock.acquire(timeout=1.0):
+            return {"t": now, "pool_lock_busy": True}
+        try:
+            queue = [waiter.id for waiter in self._queue]
+            duels, grids = list(self._duels.values()), list(self._grids.values())
+        finally:
+            self._lock.release()
+        tasks = []
+        for duel in duels:
+            for task in list(duel.tasks.values()):
+                snap = task.snapshot()
+                tasks.append({"id": task.id, "duel": duel.id, "kind": snap.kind, "state": snap.state,
+                              "share": round(snap.share, 3), "text": snap.text, "in_trainer": task.in_trainer,
+                              "worker": task.has_trainer(),
+                              "quiet_s": round(now - (snap.progress_at or snap.requested_at), 1)})
+        return {"t": now, "running": self.running_count(), "max_running": self.max_running,
+                "processes": self.process_count(), "queue": queue,
+                "duels": [{"id": d.id, "state": (snap := d.snapshot()).state, "step": snap.step,
+                           "trainer": d.has_trainer(), "hosted": getattr(d._hosted, "id", None)} for d in duels],
+                "tasks": tasks,
+                "grids": [{"folder": g.folder.name, "state": (snap := g.snapshot()).state, "done": snap.done,
+                           "total": snap.total} for g in grids]}
+
     def close(self) -> None:
         """Stop every duel and spare (the server is shutting down, or a test ends)."""
         self._closed.set()
@@ -792,7 +827,12 @@ class TrainerPool:
             with self._lock:
                 self._spare.append(child)
 
+    def _log_state(self) -> None:
+        with open(self.state_log, "a") as log:  # one line per write: a reader sees whole lines
+            log.write(json.dumps(self.state()) + "\n")
+
     def _loop(self) -> None:
+        logged = 0.0
         while not self._closed.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
@@ -802,5 +842,8 @@ class TrainerPool:
                 self._reap_orphans()
                 self._schedule()
                 self._keep_spares()
+                if self.state_log is not None and time.time() - logged >= STATE_LOG_S:
+                    logged = time.time()
+                    self._log_state()
             except Exception as err:  # the pool must outlive any one duel's failure
                 print(f"polar trainer pool: {type(err).__name__}: {err}", file=sys.stderr)

@@ -125,6 +125,20 @@ async def observer(browser, url: str, stop: asyncio.Event, redraws: list[float],
         await page.close()
 
 
+def server_side(url: str) -> str:
+    """What the server's pool last logged ($POLAR_POOL_LOG) about the duel of the page at ``url`` and its tasks:
+    tells a page that stopped redrawing from a task that stopped."""
+    duel = re.search(r"[?&]duel=(\w+)", url)
+    log = Path(os.environ.get("POLAR_POOL_LOG", ""))
+    if duel is None or not log.is_file():
+        return "unknown (no duel in the page's URL, or no pool log)"
+    lines = log.read_text().splitlines()
+    state = json.loads(lines[-1]) if lines else {}
+    mine = {"duel": [d for d in state.get("duels", []) if d["id"] == duel.group(1)],
+            "tasks": [t for t in state.get("tasks", []) if t["duel"] == duel.group(1)]}
+    return f"{json.dumps(mine)} at {time.time() - state.get('t', 0):.0f} s ago, {len(lines)} lines logged"
+
+
 async def _wait_result(page, step: str, done, queue: list[int], who: int) -> float:
     """Wait until ``done()`` holds, noting any queue position the page shows; raise on a failure in the page."""
     t0 = time.time()
@@ -136,7 +150,8 @@ async def _wait_result(page, step: str, done, queue: list[int], who: int) -> flo
         if re.search(r"Traceback| failed: |Training stopped:", text) or await page.locator(".stException").count():
             raise RuntimeError(f"{step}: the page shows a failure")
         if time.time() - t0 > STEP_LIMIT_S:
-            raise TimeoutError(f"{step}: no result within {STEP_LIMIT_S} s; the page: {text[-300:]!r}")
+            raise TimeoutError(f"{step}: no result within {STEP_LIMIT_S} s; the page: {text[-300:]!r}; the server: "
+                               f"{server_side(page.url)}")
         await asyncio.sleep(1.0)  # a student looks now and then (reading the page costs the shared CPU too)
     return time.time() - t0
 
@@ -217,6 +232,8 @@ async def main_async(args: argparse.Namespace) -> dict:
 
     query = f"?dataset={args.dataset}&subset={args.subset}"
     with tempfile.TemporaryDirectory() as folder:
+        # the pool's state every 5 s: a step that times out says what the server thinks of that student's task
+        os.environ["POLAR_POOL_LOG"] = args.pool_log or str(Path(folder) / "pool.jsonl")
         server = Server(Path(folder) / "runs")
         monitor = Monitor(server)
         async with async_playwright() as p:
@@ -276,6 +293,7 @@ def main() -> None:
     parser.add_argument("--until", choices=["prune", "export"], default="export",
                         help="prune: each flow ends at the pruning table (the suite's short version)")
     parser.add_argument("--out", default=str(REPO / "results" / "bench"))
+    parser.add_argument("--pool-log", help="keep the server pool's state log (JSON lines, every 5 s) here")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     print(f"{args.students} students, {result['finished']} flows finished in {result['class_s']:.0f} s, "

@@ -2,6 +2,7 @@
 its processes and running duels, orphaned duels stop, a reload adopts its duel."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -151,6 +152,7 @@ def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancell
     from polar.saving import read_weights, weights_blob
 
     owners.alive.update({"a", "b"})
+    pool.state_log = tmp_path / "pool.jsonl"  # as $POLAR_POOL_LOG sets it
     duel = _trained_duel(pool, data, tmp_path / "a", "a")
     threshold = polar.find_threshold(duel.models["polar"], "percent", value=0.3)
     prune = duel.run_task("prune", {"models": weights_blob(duel.models), "threshold": threshold, "reference": "polar"})
@@ -169,6 +171,11 @@ def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancell
     sweep = duel.run_task("tradeoff", {"models": weights_blob(duel.models), "reductions": [0.2, 0.4]})
     _wait(lambda: sweep.snapshot().queue_position == 1, what="the task to queue behind the training")
     assert sweep.snapshot().state == "queued" and pool.running_count() == 1
+    state = pool.state()  # what a teacher's log says meanwhile
+    assert state["queue"] == [sweep.id] and state["running"] == 1
+    assert {d["id"]: d["state"] for d in state["duels"]} == {duel.id: "done", other.id: "running"}
+    assert {(t["id"], t["kind"], t["state"]) for t in state["tasks"]} == {(prune.id, "prune", "done"),
+                                                                         (sweep.id, "tradeoff", "queued")}
     other.pause()
     _wait(lambda: not sweep.active(), timeout=120, what="the trade-off")
     snap = sweep.snapshot()
@@ -182,6 +189,11 @@ def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancell
     slow.cancel()
     assert slow.snapshot().state == "cancelled" and worker.poll() is not None  # its process is gone
     _wait(lambda: pool.running_count() == 0, what="the slot to free")
+
+    def logged_kinds() -> set[str]:  # the pool writes its state every 5 s
+        lines = pool.state_log.read_text().splitlines() if pool.state_log.exists() else []
+        return {t["kind"] for line in lines for t in json.loads(line).get("tasks", [])}
+    _wait(lambda: {"prune", "tradeoff", "finetune"} <= logged_kinds(), timeout=30, what="the pool's state log")
 
 
 def test_a_closed_tab_cancels_its_running_task(pool: TrainerPool, owners: Owners, data: polar.DeviceDataset,
