@@ -24,8 +24,9 @@ def runs_folder() -> Path:
 
 
 def session_alive(session_id: str) -> bool:
-    """Whether a browser session is still connected (outside a Streamlit server, e.g. AppTest: assume so)."""
-    return not runtime.exists() or runtime.get_instance().is_active_session(session_id)
+    """Whether a browser session is still connected (outside a Streamlit server, e.g. AppTest, whose runtime is a
+    mock: assume so)."""
+    return not runtime.exists() or bool(runtime.get_instance().is_active_session(session_id))
 
 
 @st.cache_resource

@@ -18,8 +18,8 @@ prune, fine-tune and trade-off itself (``HOSTED_TASKS``: its data is loaded and 
 worker would spend seconds on); otherwise, and for export and latency, a spare child is sent the task instead of a
 job and exits after it. Cancelling stops a worker, or tells the trainer to abandon its task. Resuming training
 cancels the trainer's task (the page hides the steps after training while the weights move). A task runs with
-all the cores a slot stands for (``threads_per_task``): someone is waiting for it. The server itself never runs a
-forward pass over a dataset.
+all the cores a slot stands for while its page is the only one open, and with a trainer's threads while several are
+(:meth:`TrainerPool.task_threads`). The server itself never runs a forward pass over a dataset.
 """
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ class DuelHandle:
         if state != "running" or self._child is None:
             return
         self._set(state="paused")
-        self._send(("pause", None))
+        self._send(("pause", self.pool.task_threads()))  # the threads to measure the paused accuracies with
         self._parked.wait(timeout)
         self.pool.wake()
 
@@ -216,8 +216,8 @@ class DuelHandle:
         previous = self.tasks.get(kind)
         if previous is not None:
             previous.cancel()
-        task = TaskHandle(self.pool, {**spec, "kind": kind, "data": self.data_args, "device": self.first.device,
-                                      "threads": self.pool.threads_per_task}, host=self)
+        task = TaskHandle(self.pool, {**spec, "kind": kind, "data": self.data_args, "device": self.first.device},
+                          host=self)  # its threads are chosen when it gets its slot
         self.tasks[kind] = task
         self.pool.request_slot(task)
         return task
@@ -303,7 +303,7 @@ class DuelHandle:
         if self.snapshot().step:
             raise RuntimeError("a duel that has trained keeps its trainer until it stops")
         job = make_job(self.cfgs, self.data_args, start=self.start_model, run_root=str(self.run_root),
-                       threads=self.pool.threads_per_trainer, measure_threads=self.pool.threads_per_task)
+                       threads=self.pool.threads_per_trainer)
         with self._lock:
             self._child, self._sent = child, 0
             self._snapshot.ready = False
@@ -475,6 +475,7 @@ class TaskHandle:
             if self._snapshot.state != "queued":
                 return
             self._snapshot.state, self._snapshot.queue_position, self._snapshot.text = "running", 0, "starting"
+        self.spec.setdefault("threads", self.pool.task_threads())  # a grid's point trains with a trainer's
         if self.host is not None and self.host.host(self):
             return
         child = self.pool.new_child()
@@ -632,8 +633,7 @@ class TrainerPool:
         # one core fewer than the machine has (shared by the running duels): OpenMP threads that keep being
         # preempted by the page stall each other at every barrier
         self.threads_per_trainer = threads_per_trainer or max(1, (cores - 1) // self.max_running)
-        # a task is a burst someone waits for, the page mostly sleeps meanwhile: all the cores of its slot (a
-        # ResNet-20 prune on the 2-core CPU: 4.7 s on one thread, 2.3 s on two)
+        # a task alone: all the cores of its slot (see task_threads)
         self.threads_per_task = max(self.threads_per_trainer, cores // self.max_running)
         self._lock = threading.RLock()
         self._duels: dict[str, DuelHandle] = {}
@@ -739,6 +739,17 @@ class TrainerPool:
     def _tasks(self) -> list[TaskHandle]:
         tasks = [t for d in list(self._duels.values()) for t in list(d.tasks.values())]
         return tasks + [t for g in list(self._grids.values()) if (t := g.task()) is not None]
+
+    def task_threads(self) -> int:
+        """Threads for a task that starts now. While one page is open: all the cores of its slot — someone waits
+        for it and the page mostly sleeps (a ResNet-20 prune on the 2-core CPU: 4.7 s on one thread, 2.3 s on
+        two). While several are: a trainer's, leaving a core to the server and the pages it draws, because OpenMP
+        threads that keep being preempted stall each other at every barrier (an evaluation of 1,000 CIFAR-10 images
+        by a ResNet-20 at the trainers' niceness, beside 1.1 cores of other work: 1.6 s on one thread, 4.6 s on
+        two; in a class of ten whose tabs shared the machine, a trade-off point took ~20 s instead of ~1)."""
+        with self._lock:
+            owners = {duel.owner for duel in self._duels.values()}
+        return self.threads_per_task if sum(map(self.is_alive, owners)) <= 1 else self.threads_per_trainer
 
     def running_count(self) -> int:
         """Duels training and tasks running: each holds a slot."""

@@ -5,9 +5,10 @@ Each student opens the explorer (staggered by ``--stagger`` seconds) and runs th
 would. One observer tab moves the regularizer playground's slider throughout, and a probe asks the server's
 ``/_stcore/health`` twice a second. Reported: per step the p50/p95 wait (click → result), the deepest queue position
 a student was shown ("N ahead of you"), errors (an exception or failure on a page, a step that never finished),
-the server's peak RSS, processes and descriptors, the observer's redraw and the health check's p95, and how long
+the server's peak RSS, processes and descriptors, the observer's redraw and the health check's p95, how long
 after the last tab closed the server's processes and descriptors were back at their idle level (the server and
-its one spare trainer; Streamlit's ~3 descriptors per recently closed session).
+its one spare trainer; Streamlit's ~3 descriptors per recently closed session), and the CPU seconds the server, its
+trainers and the browsers used: the browsers run on the server's cores here, as a real class's would not.
 
     python bench/classroom.py --students 10                      # CIFAR-10 if present, 100 images per class
     python bench/classroom.py --students 3 --train-s 3 --dataset synthetic --until prune --out out/suite   # suite
@@ -53,11 +54,40 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_role(pid: int, server_pid: int) -> tuple[str, float] | None:
+    """Which part of the class a process is (the server, a trainer, the browser) and its CPU seconds so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return None
+    seconds = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    if pid == server_pid:
+        return "server", seconds
+    if b"polar.duel_process" in cmdline:
+        return "trainers", seconds
+    if b"chrom" in cmdline:
+        return "browsers", seconds
+    return None
+
+
 class Monitor:
-    """The server's processes (itself and its children), descriptors and RSS, sampled every second."""
+    """The server's processes (itself and its children), descriptors and RSS, sampled every second; and the CPU
+    seconds of the server, its trainers and the browsers (each process's latest reading: all run on this machine's
+    cores, where a real class's browsers would not)."""
 
     def __init__(self, server: Server) -> None:
         self.server, self.samples = server, []
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds at its latest sample)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        totals = {"server": 0.0, "trainers": 0.0, "browsers": 0.0}
+        for role, seconds in self.cpu.values():
+            totals[role] += seconds
+        return {role: round(seconds, 1) for role, seconds in totals.items()}
 
     def children(self) -> list[int]:
         pids = []
@@ -74,6 +104,10 @@ class Monitor:
         rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{self.server.proc.pid}/status").read_text()).group(1))
         row = {"t": time.time(), "processes": 1 + len(self.children()), "fds": self.server.open_fds(),
                "rss_mb": rss / 1024}
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            reading = cpu_role(pid, self.server.proc.pid)
+            if reading is not None:
+                self.cpu[pid] = reading
         self.samples.append(row)
         return row
 
@@ -255,6 +289,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                                                waits, queue, errors, finished, i + 1, args.until)
                                        for i in range(args.students)))
                 class_s = time.time() - t0
+                cpu = monitor.cpu_seconds()  # the class's, before the idle wait below
                 stop.set()
                 await asyncio.gather(*background)
                 closed = time.time()
@@ -279,7 +314,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         "observer_redraw_p95_s": percentile(redraws, 0.95), "observer_redraws": len(redraws),
         "health_p95_s": percentile(health, 0.95), "health_checks": len(health),
         "idle": idle, "peak": {k: max(s[k] for s in samples) for k in ("processes", "fds", "rss_mb")},
-        "back_to_idle_s": back, "max_running": os.environ.get("POLAR_MAX_TRAINERS", "default (cores / 2)"),
+        "back_to_idle_s": back, "cpu_s": cpu,
+        "max_running": os.environ.get("POLAR_MAX_TRAINERS", "default (cores / 2)"),
     }
 
 
@@ -308,6 +344,8 @@ def main() -> None:
         print(f"  {key}: {result[key] if result[key] is None else round(result[key], 3)} "
               f"(target {TARGETS[key]}; {'met' if verdicts[key] else 'NOT met'})")
     print(f"  server peak: {result['peak']} (idle {result['idle']})")
+    print(f"  CPU seconds during the class ({(os.cpu_count() or 1) * result['class_s']:.0f} available on "
+          f"{os.cpu_count()} cores): {result['cpu_s']}")
     for error in result["errors"]:
         print(f"  error: {error}")
     out = Path(args.out)

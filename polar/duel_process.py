@@ -10,7 +10,8 @@ server accepts). Here the parent sends one pickled job — configs, where the da
 parent keeps one such process ready and a job's first step follows within about a second.
 
 Protocol (pickled tuples over a ``multiprocessing.connection.Connection``, between processes of one user):
-  parent → child: ``("job", dict)``, then ``("go", until_epoch | None)``, ``("pause", None)``, ``("stop", None)``
+  parent → child: ``("job", dict)``, then ``("go", until_epoch | None)``, ``("pause", threads | None)``
+                  (threads: to measure the paused networks' accuracy with; None: training's), ``("stop", None)``
   child → parent: ``("ready", info)``, ``("step", info)``, ``("epoch", info)``,
                   ``("parked", {"state", "message", "read", "step", "weights"})`` (weights: one ``torch.save``
                   blob), ``("accuracy", {"step", "acc"})`` (after a pause: each network's test accuracy),
@@ -69,15 +70,13 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 
 
 def make_job(cfgs: dict[str, TrainConfig], data: dict[str, Any], start: torch.nn.Module | None = None,
-             run_root: str | None = None, publish_every: float = 0.25, threads: int = 1,
-             measure_threads: int | None = None) -> dict[str, Any]:
+             run_root: str | None = None, publish_every: float = 0.25, threads: int = 1) -> dict[str, Any]:
     """A job for :func:`serve`: the duel's configs, the arguments of ``polar.load_dataset`` (``data``), the start
-    model (None: fresh weights from the first config's seed), where run directories go, how often to publish, the
-    threads to train with and those to measure the paused networks' accuracy with (default: the same; a Prune
-    clicked meanwhile waits for that measurement, and training has left the cores to it)."""
+    model (None: fresh weights from the first config's seed), where run directories go, how often to publish and
+    the threads to train with."""
     return {"cfgs": {m: c.to_dict() for m, c in cfgs.items()}, "data": data, "run_root": run_root,
             "start": weights_blob({"start": start}) if start is not None else None,
-            "publish_every": publish_every, "threads": threads, "measure_threads": measure_threads or threads}
+            "publish_every": publish_every, "threads": threads}
 
 
 def serve(conn: Connection) -> None:
@@ -107,7 +106,7 @@ def serve(conn: Connection) -> None:
     upper = first.upper
     conn.send(("ready", {"hist": {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()},
                          "total_steps": first.epochs * duel.steps_per_epoch}))
-    _run(conn, duel, upper, float(job["publish_every"]), start, int(job["measure_threads"]))
+    _run(conn, duel, upper, float(job["publish_every"]), start)
 
 
 def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
@@ -127,7 +126,7 @@ def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
 
 
 def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
-         start: torch.nn.Module | None = None, measure_threads: int = 1) -> None:
+         start: torch.nn.Module | None = None) -> None:
     """The command loop: train while running, publish at most every ``publish_every`` seconds, park on command.
     ``start``'s test accuracy is measured once, after the first epoch's (not before Start: the first step must
     follow at once), and sent as the accuracy curves' starting point."""
@@ -140,10 +139,12 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
 
     measured: dict[str, Any] = {}  # the last accuracies measured while paused: {"step", "acc"}
 
-    def measure() -> None:
+    def measure(threads: int | None) -> None:
         """Each network's test accuracy at the weights just parked (as the epoch's evaluation measures it), while
-        the user looks at the paused page: pruning then evaluates only the pruned networks."""
-        with _threads(measure_threads):
+        the user looks at the paused page: pruning then evaluates only the pruned networks. With the pause's
+        ``threads`` (the server's choice for a task now: a Prune clicked meanwhile waits for this), else
+        training's."""
+        with _threads(threads or torch.get_num_threads()):
             measured.update(step=step, acc={m: evaluate(model, duel.data)[1] for m, model in duel.models.items()})
         conn.send(("accuracy", dict(measured)))
 
@@ -172,7 +173,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
                 if kind == "pause":
                     running = False
                     park("paused")
-                    measure()
+                    measure(arg)
                     continue
                 if kind == "go":
                     running, pause_after = True, arg

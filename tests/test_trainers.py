@@ -310,3 +310,18 @@ def test_a_paused_trainer_runs_its_own_tasks_and_trains_on_exactly_as_without_th
         assert all(torch.equal(a, b) for a, b in zip(duel.models[m].state_dict().values(),
                                                       twin.models[m].state_dict().values())), m
     assert read_weights(snap.result["pruned"])  # the blob is an ordinary weights blob
+
+
+def test_a_task_takes_the_whole_slot_only_while_its_page_is_the_only_one_open(pool: TrainerPool, owners: Owners,
+                                                                            data: polar.DeviceDataset,
+                                                                            tmp_path: Path) -> None:
+    """One page open: a task (and the paused trainer's accuracy measurement) uses all the cores of its slot; several:
+    a trainer's threads, leaving a core to the server and the pages (OpenMP threads preempted stall each other)."""
+    owners.alive.add("a")
+    pool.new_duel(_cfgs(), DATA_ARGS, data, tmp_path / "a", owner="a")
+    assert pool.task_threads() == pool.threads_per_task
+    owners.alive.add("b")
+    pool.new_duel(_cfgs(), DATA_ARGS, data, tmp_path / "b", owner="b")
+    assert pool.task_threads() == pool.threads_per_trainer == 1
+    owners.alive.discard("b")  # its tab closed
+    assert pool.task_threads() == pool.threads_per_task

@@ -224,17 +224,22 @@ live()
 
 
 def task_status(duel: DuelHandle, kind: str, drawn_at: float) -> TaskSnapshot | None:
-    """Where this duel's latest ``kind`` task is — waiting (with how many are ahead), running (a progress bar and
-    Cancel, redrawn four times a second: the result follows a finished task within a quarter of a second, and a
-    fragment run costs the server a few milliseconds since app/serve.py froze the libraries out of the garbage
-    collector) or failed (one line) — and its snapshot, whose ``result`` is set once done."""
+    """Where this duel's latest ``kind`` task is — waiting (with how many are ahead, redrawn every second), running
+    (a progress bar and Cancel, redrawn twice a second) or failed (one line) — and its snapshot, whose ``result`` is
+    set once done. Each redraw costs the server a few milliseconds (app/serve.py froze the libraries out of the
+    garbage collector) but the browser ~25 ms of layout: in a class of ten on one 2-core machine, tabs redrawing a
+    waiting task four times a second took over a core from the trainers (bench/classroom.py), and a waiting task's
+    position changes only when a slot frees."""
     task = duel.tasks.get(kind)
     if task is None:
         return None
+    drawn_state = task.snapshot().state
 
-    @st.fragment(run_every=0.25 if task.active() else None)
+    @st.fragment(run_every={"queued": 1.0, "running": 0.5}.get(drawn_state))
     def status() -> None:
         snap = task.snapshot()
+        if drawn_state == "queued" and snap.state == "running":
+            st.rerun()  # its turn came: redraw the page, which polls a running task more often
         if snap.state == "queued":
             st.info(f"{TASK_LABELS[kind]}: the server is busy — {snap.queue_position} ahead of you.")
         elif snap.state == "running":
