@@ -227,9 +227,9 @@ def task_status(duel: DuelHandle, kind: str, drawn_at: float) -> TaskSnapshot | 
     """Where this duel's latest ``kind`` task is — waiting (with how many are ahead, redrawn every second), running
     (a progress bar and Cancel, redrawn twice a second) or failed (one line) — and its snapshot, whose ``result`` is
     set once done. Each redraw costs the server a few milliseconds (app/serve.py froze the libraries out of the
-    garbage collector) but the browser ~25 ms of layout: in a class of ten on one 2-core machine, tabs redrawing a
-    waiting task four times a second took over a core from the trainers (bench/classroom.py), and a waiting task's
-    position changes only when a slot frees."""
+    garbage collector) and the browser a layout; a waiting task's position changes only when a slot frees. In the
+    class benchmark, whose tabs share the server's two cores, the tabs' renderers used more CPU than the trainers
+    even at these rates (bench/classroom.py reports both)."""
     task = duel.tasks.get(kind)
     if task is None:
         return None
