@@ -57,20 +57,27 @@ def percentile(values: list[float], q: float) -> float | None:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_role(pid: int, server_pid: int) -> tuple[str, float] | None:
-    """Which part of the class a process is (the server, a trainer, the browser) and its CPU seconds so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
-        return None
-    seconds = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+def processes() -> list[tuple[int, int, float, bytes]]:
+    """Every process on this machine: pid, parent pid, CPU seconds so far (user + system) and command line."""
+    found = []
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            found.append((pid, int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS,
+                          Path(f"/proc/{pid}/cmdline").read_bytes()))
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            pass
+    return found
+
+
+def cpu_role(pid: int, cmdline: bytes, server_pid: int) -> str | None:
+    """Which part of the class a process is: the server, a trainer, the browser (or none of them)."""
     if pid == server_pid:
-        return "server", seconds
+        return "server"
     if b"polar.duel_process" in cmdline:
-        return "trainers", seconds
+        return "trainers"
     if b"chrom" in cmdline:
-        return "browsers", seconds
+        return "browsers"
     return None
 
 
@@ -89,25 +96,16 @@ class Monitor:
             totals[role] += seconds
         return {role: round(seconds, 1) for role, seconds in totals.items()}
 
-    def children(self) -> list[int]:
-        pids = []
-        for pid in os.listdir("/proc"):
-            try:
-                if pid.isdigit() and int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) \
-                        == self.server.proc.pid:
-                    pids.append(int(pid))
-            except (OSError, ValueError, IndexError):
-                pass
-        return pids
-
     def sample(self) -> dict:
         rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{self.server.proc.pid}/status").read_text()).group(1))
-        row = {"t": time.time(), "processes": 1 + len(self.children()), "fds": self.server.open_fds(),
-               "rss_mb": rss / 1024}
-        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-            reading = cpu_role(pid, self.server.proc.pid)
-            if reading is not None:
-                self.cpu[pid] = reading
+        server = self.server.proc.pid
+        children = 0
+        for pid, parent, seconds, cmdline in processes():  # one pass: its children and everyone's CPU
+            children += parent == server
+            role = cpu_role(pid, cmdline, server)
+            if role is not None:
+                self.cpu[pid] = (role, seconds)
+        row = {"t": time.time(), "processes": 1 + children, "fds": self.server.open_fds(), "rss_mb": rss / 1024}
         self.samples.append(row)
         return row
 
