@@ -35,6 +35,8 @@ while it runs are kept and obeyed after it. Neither message counts as a command 
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
 import os
 import sys
 import time
@@ -163,6 +165,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
                 kind, arg = kept.popleft() if kept else conn.recv()
                 if kind == "host":
                     _host(conn, duel, arg, kept, measured)
+                    _give_back_free_memory()
                     continue
                 if kind == "cancel":  # for a hosted task that has ended already
                     continue
@@ -174,6 +177,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
                     running = False
                     park("paused")
                     measure(arg)
+                    _give_back_free_memory()
                     continue
                 if kind == "go":
                     running, pause_after = True, arg
@@ -267,6 +271,17 @@ def _host(conn: Connection, duel: Duel, spec: dict[str, Any], kept: deque[tuple]
         conn.send(("task_end", {"id": task_id, "state": "error", "message": one_line(err)}))
     else:
         conn.send(("task_end", {"id": task_id, "state": "done", "result": result}))
+
+
+def _give_back_free_memory() -> None:
+    """Hand the heap's free pages back to the system while this trainer waits, paused: glibc keeps what training's
+    activations and an evaluation's batches freed for reuse, and a class's paused trainers (one per student, each
+    waiting for its page) would hold it all. No-op where the C library is not glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _warm_up(model: torch.nn.Module, data, cfg: TrainConfig) -> None:
