@@ -100,9 +100,10 @@ def finetuned_accuracy(name: str, model: torch.nn.Module, data: polar.DeviceData
     return polar.evaluate(model, data)[1]
 
 
-def row(name: str, model: torch.nn.Module, runtime: str, batch: int, asked: float, data: polar.DeviceDataset,
-        args: argparse.Namespace, work: Path) -> dict:
-    """One row of the table (cached in ``work``)."""
+def row(name: str, model: torch.nn.Module, acc_unpruned: float, runtime: str, batch: int, asked: float,
+        data: polar.DeviceDataset, args: argparse.Namespace, work: Path) -> dict:
+    """One row of the table (cached in ``work``); ``acc_unpruned``: ``model``'s own accuracy, measured once per
+    model."""
     path = work / f"{name}_{runtime}_b{batch}_x{asked:g}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -116,7 +117,7 @@ def row(name: str, model: torch.nn.Module, runtime: str, batch: int, asked: floa
     result = {
         "model": name, "runtime": runtime, "batch": batch, "asked": asked, "granularity": table.granularity,
         "table_fit_error": table.fit_error, "predicted_speedup": done.predicted_speedup, "measured_speedup": speed,
-        "macs_ratio": polar.cost(done.model).macs / base.macs, "acc_unpruned": polar.evaluate(model, data)[1],
+        "macs_ratio": polar.cost(done.model).macs / base.macs, "acc_unpruned": acc_unpruned,
         "acc_pruned": polar.evaluate(done.model, data)[1],
         "acc_finetuned": finetuned_accuracy(name, done.model, data, epochs),
         "flops_reduction_asked": reduction, "flops_measured_speedup": flops_speed,
@@ -167,8 +168,9 @@ def main() -> None:
         subset = 1000 if name == "resnet20" else args.scratch_subset
         data = polar.load_dataset("cifar10", subset=subset, test_subset=args.test_subset, data_dir=REPO / "data")
         model = polarized(name, data, args, work)
+        acc_unpruned = polar.evaluate(model, data)[1]
         for (runtime, batch), asked in ((s, a) for s in settings for a in speedups):
-            rows.append(row(name, model, runtime, batch, asked, data, args, work))
+            rows.append(row(name, model, acc_unpruned, runtime, batch, asked, data, args, work))
             r = rows[-1]
             print(f"{name:<13}{runtime:<12}b{batch:<3}{asked:>4g}x  speed-up {r['measured_speedup']:.2f}x "
                   f"(predicted {r['predicted_speedup']:.2f}x, MACs {r['macs_ratio']:.2f})  acc {r['acc_pruned']:.3f} "
