@@ -2,9 +2,12 @@
 
     python bench/duel.py --device cuda --model resnet56 --epochs 8      # the GPU check: from scratch, full CIFAR-10
     python bench/duel.py --fast                                          # the test suite: tiny, synthetic
+    python bench/duel.py --explorer --seeds 0,1,2,3 --threads 1          # the explorer's default duel, per seed
 
 L1's λ is polar.l1_lambda_for(λ, t) (the same average pull on γ). λ is the paper's scaled to this schedule by
-polar.scale_lambda, unless --lam is given. Writes results/bench/duel_<device>.json.
+polar.scale_lambda, unless --lam is given. Writes results/bench/duel_<device>.json (duel_explorer_<device>.json
+with --explorer: the sidebar's "Fast CPU demo" from Polar's trained ResNet-20, on its 1,000-image test subset, one row
+per seed, so what pruning at the valley costs each regularizer is seen with its spread over seeds).
 """
 from __future__ import annotations
 
@@ -31,20 +34,54 @@ def main() -> None:
     parser.add_argument("--t", type=float, default=1.4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--fast", action="store_true", help="resnet20, 2 epochs of a small synthetic set")
+    parser.add_argument("--explorer", action="store_true",
+                        help="the explorer's default duel (from the trained ResNet-20; its lr, λ, t and subsets)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one duel each")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; the explorer's "
+                        "trainer uses 1 on a 2-core CPU, and results depend on it)")
     parser.add_argument("--out", default=str(REPO / "results" / "bench"))
     args = parser.parse_args()
     device = polar.resolve_device(args.device)
-    model, dataset, subset = ("resnet20", "synthetic", 50) if args.fast else (args.model, "cifar10", 0)
-    epochs = 2 if args.fast else args.epochs
-    data = polar.load_dataset(dataset, device, subset=subset or None)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.explorer:  # the sidebar's "Fast CPU demo" (app/settings.py DEMO, app/shared.py TEST_PER_CLASS)
+        model, dataset, subset, epochs, args.batch_size, args.lr, args.t = "resnet20", "cifar10", 1000, 2, 64, 0.02, 1.2
+        args.lam = args.lam or 0.02
+    else:
+        model, dataset, subset = ("resnet20", "synthetic", 50) if args.fast else (args.model, "cifar10", 0)
+        epochs = 2 if args.fast else args.epochs
+    data = polar.load_dataset(dataset, device, subset=subset or None, test_subset=100 if args.explorer else None)
+    runs = [_duel(args, model, dataset, subset, epochs, int(seed), data, device) for seed in args.seeds.split(",")]
+    result = {"model": model, "dataset": data.source, "device": str(device),
+              "card": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "epochs": epochs,
+              "threads": torch.get_num_threads()}
+    if len(runs) == 1 and not args.explorer:
+        result.update(runs[0])
+    else:  # what pruning cost each method, per seed, in points of test accuracy
+        lost = {row["method"]: [] for row in runs[0]["table"]}
+        for run in runs:
+            for row in run["table"]:
+                lost[row["method"]].append(round(100 * (row["acc_unpruned"] - row["acc_pruned"]), 1))
+        result.update(runs=runs, points_lost_by_seed=lost)
+        print("points of accuracy lost by pruning, per seed:", lost)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"duel_{'explorer_' if args.explorer else ''}{device.type}.json"
+    (out / name).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _duel(args: argparse.Namespace, model: str, dataset: str, subset: int, epochs: int, seed: int,
+          data: polar.DeviceDataset, device: torch.device) -> dict:
+    """One duel with ``seed``: trained, polarization pruned at its valley, L1 at the FLOPs that reached."""
     base = polar.TrainConfig(model=model, dataset=dataset, subset=subset, epochs=epochs, batch_size=args.batch_size,
-                             lr=args.lr, lr_schedule="cosine", weight_decay=1e-4, bn_wd=False, t=args.t,
-                             device=str(device))
+                             lr=args.lr, lr_schedule="cosine", weight_decay=1e-4, bn_wd=False, t=args.t, seed=seed,
+                             device=str(device), init="pretrained" if args.explorer else "")
     lam = args.lam or (0.01 if args.fast else 0) or polar.scale_lambda(polar.PAPER_SETTINGS[model]["lam"], base,
                                          data.steps_per_epoch(args.batch_size))
     cfgs = {"polar": dataclasses.replace(base, reg="polar", lam=lam),
             "l1": dataclasses.replace(base, reg="l1", lam=polar.l1_lambda_for(lam, args.t))}
-    print(f"{model} on {data.source}, {device}, {epochs} epochs, λ {lam:.4g} (L1 {cfgs['l1'].lam:.4g}), t {args.t}")
+    print(f"{model} on {data.source}, {device}, {epochs} epochs, seed {seed}, λ {lam:.4g} (L1 {cfgs['l1'].lam:.4g}), "
+          f"t {args.t}")
     t0 = time.perf_counter()
     duel = polar.Duel(cfgs, data)
     epochs_seen = []
@@ -60,13 +97,8 @@ def main() -> None:
         threshold = polar.find_threshold(duel.models["polar"], "percent", 0.4)
     table, _ = polar.matched_flops(duel.models, data, threshold=threshold, reference="polar")
     print(f"duel: {seconds:.1f}s for both; threshold {threshold:.3f}\n{table.to_string(index=False)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = {"model": model, "dataset": data.source, "device": str(device),
-              "card": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "epochs": epochs,
-              "seconds": seconds, "lam": lam, "l1_lam": cfgs["l1"].lam, "t": args.t, "threshold": threshold,
-              "table": table.to_dict(orient="records"), "epochs_seen": epochs_seen}
-    (out / f"duel_{device.type}.json").write_text(json.dumps(result, indent=1) + "\n")
+    return {"seed": seed, "seconds": seconds, "lam": lam, "l1_lam": cfgs["l1"].lam, "t": args.t,
+            "threshold": threshold, "table": table.to_dict(orient="records"), "epochs_seen": epochs_seen}
 
 
 if __name__ == "__main__":
