@@ -24,6 +24,7 @@ Run with nothing else on the machine: its timings are the point.
 
     python bench/latency_pruning.py                          # about an hour on a 2-core CPU, resumable
     python bench/latency_pruning.py --models resnet20 --quick    # a look (minutes)
+    python bench/latency_pruning.py --report                 # the results from the rows finished so far
 
 Each trained model and each finished row is cached under ``--work`` (delete it to start over); writes
 results/bench/latency_pruning.json (with this script's source) and prints the table.
@@ -100,11 +101,15 @@ def finetuned_accuracy(name: str, model: torch.nn.Module, data: polar.DeviceData
     return polar.evaluate(model, data)[1]
 
 
+def row_path(work: Path, name: str, runtime: str, batch: int, asked: float) -> Path:
+    return work / f"{name}_{runtime}_b{batch}_x{asked:g}.json"
+
+
 def row(name: str, model: torch.nn.Module, acc_unpruned: float, runtime: str, batch: int, asked: float,
         data: polar.DeviceDataset, args: argparse.Namespace, work: Path) -> dict:
     """One row of the table (cached in ``work``); ``acc_unpruned``: ``model``'s own accuracy, measured once per
     model."""
-    path = work / f"{name}_{runtime}_b{batch}_x{asked:g}.json"
+    path = row_path(work, name, runtime, batch, asked)
     if path.exists():
         return json.loads(path.read_text())
     t0 = time.perf_counter()
@@ -144,6 +149,20 @@ def verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
+def markdown(rows: list[dict], lines: list[str]) -> str:
+    """The table and its verdicts as the README shows them (pasted from results/bench/latency_pruning.md)."""
+    out = ["| model (unpruned acc) | runtime, batch | asked | speed-pruned: measured (predicted) | MACs "
+           "| acc pruned → fine-tuned | FLOPs-targeted (round_to 16): measured | MACs | acc pruned → fine-tuned |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['model']} ({100 * r['acc_unpruned']:.1f} %) | {r['runtime']} b{r['batch']} "
+                   f"| {r['asked']:g}x | {r['measured_speedup']:.2f}x ({r['predicted_speedup']:.2f}x) "
+                   f"| {r['macs_ratio']:.2f} | {100 * r['acc_pruned']:.1f} → {100 * r['acc_finetuned']:.1f} % "
+                   f"| {r['flops_measured_speedup']:.2f}x | {r['flops_macs_ratio']:.2f} "
+                   f"| {100 * r['flops_acc_pruned']:.1f} → {100 * r['flops_acc_finetuned']:.1f} % |")
+    return "\n".join(out) + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet20,resnet56,vgg16,mobilenet_v2")
@@ -154,6 +173,8 @@ def main() -> None:
     parser.add_argument("--measures", type=int, default=3, help="measured_speedup calls per reported speed-up")
     parser.add_argument("--bisect", type=int, default=6, help="bisection steps of the FLOPs-targeted network")
     parser.add_argument("--quick", action="store_true", help="one speed-up (2x), PyTorch only, 1 measure, 3 steps")
+    parser.add_argument("--report", action="store_true",
+                        help="write the results from the rows finished so far (nothing is trained or timed)")
     parser.add_argument("--work", default=str(REPO / "runs" / "latency_pruning"))
     parser.add_argument("--out", default=str(REPO / "results" / "bench"))
     args = parser.parse_args()
@@ -163,8 +184,16 @@ def main() -> None:
     settings, speedups = (SETTINGS[:1], SPEEDUPS[1:]) if args.quick else (SETTINGS, SPEEDUPS)
     work = Path(args.work)
     print(f"CPU, {torch.get_num_threads()} threads, steady allocator: {steady}", flush=True)
-    rows = []
+    rows, missing = [], []
     for name in args.models.split(","):
+        if args.report:
+            for (runtime, batch), asked in ((s, a) for s in settings for a in speedups):
+                path = row_path(work, name, runtime, batch, asked)
+                if path.exists():
+                    rows.append(json.loads(path.read_text()))
+                else:
+                    missing.append(f"{name} {runtime} b{batch} {asked:g}x")
+            continue
         subset = 1000 if name == "resnet20" else args.scratch_subset
         data = polar.load_dataset("cifar10", subset=subset, test_subset=args.test_subset, data_dir=REPO / "data")
         model = polarized(name, data, args, work)
@@ -177,13 +206,21 @@ def main() -> None:
                   f"→ {r['acc_finetuned']:.3f} | FLOPs-targeted {r['flops_measured_speedup']:.2f}x (MACs "
                   f"{r['flops_macs_ratio']:.2f}) acc {r['flops_acc_pruned']:.3f} → {r['flops_acc_finetuned']:.3f}  "
                   f"[{r['seconds']:.0f} s]", flush=True)
-    lines = verdicts(rows)
+    lines = verdicts(rows) + ([f"not run yet ({len(missing)} rows): " + ", ".join(missing)] if missing else [])
     print("\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"rows": rows, "verdicts": lines, "args": vars(args), "threads": torch.get_num_threads(),
+    settings_used = {k: _relative(v) if k in ("work", "out") else v for k, v in vars(args).items()}
+    result = {"rows": rows, "verdicts": lines, "args": settings_used, "threads": torch.get_num_threads(),
               "code": Path(__file__).read_text()}
     atomic_write_text(json.dumps(result, indent=1) + "\n", out / "latency_pruning.json")
+    atomic_write_text(markdown(rows, lines), out / "latency_pruning.md")
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the repository when inside it: committed results name no machine's paths."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else resolved.name
 
 
 if __name__ == "__main__":
