@@ -44,9 +44,10 @@ def main() -> None:
     device = polar.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.explorer:  # the sidebar's "Fast CPU demo" (app/settings.py DEMO, app/shared.py TEST_PER_CLASS)
-        model, dataset, subset, epochs, args.batch_size, args.lr, args.t = "resnet20", "cifar10", 1000, 2, 64, 0.02, 1.2
-        args.lam = args.lam or 0.02
+    if args.explorer:  # the sidebar's "Fast CPU demo": the library's demo-baseline preset, on app/settings.py's subsets
+        demo = polar.SCHEDULES["demo-baseline"]
+        model, dataset, subset, epochs = "resnet20", "cifar10", 1000, demo["epochs"]
+        args.batch_size, args.lr, args.t, args.lam = demo["batch_size"], demo["lr"], demo["t"], args.lam or demo["lam"]
     else:
         model, dataset, subset = ("resnet20", "synthetic", 50) if args.fast else (args.model, "cifar10", 0)
         epochs = 2 if args.fast else args.epochs
