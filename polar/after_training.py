@@ -114,7 +114,6 @@ def _speedup(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> d
     fine-tuning and speed-up over the unpruned network measured here in alternating rounds, with the latency
     table's prediction for the first. The table is measured once per machine, runtime and batch (tens of seconds
     for a ResNet-20), then read from the cache."""
-    steady_allocator()
     original = read_weights(spec["models"])[spec["reference"]]
     by_threshold = read_weights(spec["pruned"])[spec["reference"]]
     runtime, batch_size = spec["runtime"], int(spec["batch_size"])

@@ -25,6 +25,12 @@ rewards, read off the measurements rather than assumed. Every layer's cost then 
 gets, so widths that interact (a VGG conv reads one set and writes the next) are predicted as well as independent
 ones.
 
+Both ``latency_table`` and ``measured_speedup`` first call ``polar.steady_allocator()`` (process-wide, permanent: it
+keeps freed memory for reuse). Without it glibc page-faults the activations of a newly built network in again until
+its heap settles, so the first timings of each width vector ran slow by different amounts: ResNet-20 tables built
+without it predicted random widths' speed-ups with median errors of 12-24 % (single vectors up to 54 % off); with it
+5-12 % (tests/test_speedup.py, 2-core VM).
+
 A table is cached as JSON per machine (CPU model, cores, threads), runtime and version, architecture and batch size
 (``$POLAR_CACHE``, default ``~/.cache/polar``); a file that does not parse or belongs to another key is measured
 again, never trusted.
@@ -48,7 +54,7 @@ from torch import nn
 
 from .atomic import atomic_write_text
 from .errors import ConfigError
-from .latency import _torch_runner, latency_ms
+from .latency import _torch_runner, latency_ms, steady_allocator
 from .models import channel_sets, unwrap
 from .prune import prune_to_widths
 from .prune.cost import _current, _outputs_per_channel, layer_widths
@@ -215,9 +221,11 @@ def _timer(model: nn.Module, runtime: str, batch_size: int, folder: Path) -> Cal
 def measured_speedup(original: nn.Module, pruned: nn.Module, runtime: str = "torch", batch_size: int = 64,
                      rounds: int = 5) -> float:
     """How many times faster ``pruned`` runs than ``original`` in ``runtime`` at ``batch_size`` on this CPU: the
-    ratio of their median times, timed in alternating rounds (load drift hits both alike)."""
+    ratio of their median times, timed in alternating rounds (load drift hits both alike), under the steady
+    allocator (see the module doc)."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    steady_allocator()
     with tempfile.TemporaryDirectory() as folder:
         timers = [_timer(copy.deepcopy(unwrap(m)).cpu(), runtime, batch_size, Path(folder))
                   for m in (original, pruned)]  # CPU copies: the caller's models stay where they are
@@ -300,7 +308,7 @@ def latency_table(model: nn.Module, runtime: str = "torch", batch_size: int = 64
     """Measure (or read from the cache) how ``model``'s latency depends on its channel widths in ``runtime``
     ("torch": PyTorch, channels_last, inference mode; "onnxruntime": its CPU provider, the model exported by
     ``polar.export_onnx``) at ``batch_size``, with this process's thread count. CPU only for now: a GPU's timings
-    need synchronising and its own granularity."""
+    need synchronising and its own granularity. Sets ``polar.steady_allocator()`` for this process (module doc)."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if device != "cpu":
@@ -318,6 +326,7 @@ def latency_table(model: nn.Module, runtime: str = "torch", batch_size: int = 64
         cached = _read_cached(path, key)
         if cached is not None:
             return cached
+    steady_allocator()
     vectors = _sample_widths(inner, samples, seed)
     times = _measure(inner, vectors, runtime, batch_size)
     fits = {g: _fit(inner, vectors, times, g) for g in GRANULARITIES}

@@ -1,11 +1,12 @@
 """Pruning to a measured speed: named channels are pruned exactly, the latency table predicts whole networks' times,
 and ``prune_to_speedup`` returns an ordinary pruned model.
 
-Timing tests keep 2x headroom over the 10 % prediction target and time both networks in alternating rounds. On this
-2-core VM one measured speed-up of the same two networks varies by 5-10 % from one measurement to the next (and
-~25 % at batch 16, where the CI run that failed this test measured errors of 25 %, 26 % and 7 % with a 12-timing
-table), so the test builds the table with its default number of timings at batch 32 and measures each network again
-while the median error is over the limit: noise shrinks with repeated measurement, a wrong table does not.
+Timing tests keep 2x headroom over the 10 % prediction target (the target itself is the benchmark's,
+bench/latency_pruning.py) and time both networks in alternating rounds, on one thread at batch 32. What made this
+test fail on correct trees, each measured: tables timed without the steady allocator (median errors 12-24 %, CI 24 %;
+``latency_table`` now sets it), two threads beside another busy process (a 37 % fit), and batch 16 (speed-ups of the
+same two networks 25 % apart between measurements). Each network is measured again while the median error is over
+the limit: noise shrinks with repeated measurement, a wrong table does not.
 """
 from __future__ import annotations
 
@@ -67,38 +68,50 @@ def test_named_channels_are_checked() -> None:
 
 
 @pytest.fixture(scope="module")
-def resnet20_table(tmp_path_factory: pytest.TempPathFactory):
-    model = polarize_randomly(polar.create_model("resnet20"), seed=1)
-    t0 = time.time()
-    table = polar.latency_table(model, "torch", batch_size=BATCH, cache=False)
-    return model, table, time.time() - t0
+def resnet20_table():
+    """A ResNet-20 table timed on one thread, kept for the module's tests: two threads on two cores lose their
+    timings to whatever else runs (beside a CPU-bound process the table took 130 s and fitted its own timings 37 %
+    off), one thread leaves the other core to it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = polarize_randomly(polar.create_model("resnet20"), seed=1)
+        t0 = time.time()
+        table = polar.latency_table(model, "torch", batch_size=BATCH, cache=False)
+        yield model, table, time.time() - t0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _prediction_errors(model: torch.nn.Module, table: polar.LatencyTable, runtime: str,
-                       measurements: int = 3) -> list[float]:
+                       measurements: int = 3) -> tuple[list[float], list[float]]:
     """Relative errors of the predicted speed-up of five random width vectors (not the ones the table was fitted
-    on) against their measured speed-up: the median of up to ``measurements`` measurements each, a new one taken
-    only while the median error is over 20 %."""
+    on) against their measured speed-up — the median of up to ``measurements`` measurements each, a new one taken
+    only while the median error is over 20 % — and the errors the MACs ratio makes as a prediction of the same."""
     full = table.predict(model, full_widths(model))
     vectors = _sample_widths(model, 9, seed=123)[4:]
     predicted = [full / table.predict(model, widths) for widths in vectors]
     pruned = [polar.prune_to_widths(model, widths) for widths in vectors]
+    macs_ratios = [polar.cost(model).macs / polar.cost(small).macs for small in pruned]
     measured: list[list[float]] = [[] for _ in vectors]
     for _ in range(measurements):
         for times, small in zip(measured, pruned):
             times.append(polar.measured_speedup(model, small, runtime, BATCH, rounds=5))
-        errors = [abs(p - statistics.median(m)) / statistics.median(m) for p, m in zip(predicted, measured)]
+        speedups = [statistics.median(m) for m in measured]
+        errors = [abs(p - m) / m for p, m in zip(predicted, speedups)]
         if statistics.median(errors) <= 0.2:
             break
-    return errors
+    return errors, [abs(r - m) / m for r, m in zip(macs_ratios, speedups)]
 
 
 def test_the_latency_table_predicts_random_widths(resnet20_table) -> None:
     model, table, seconds = resnet20_table
-    errors = _prediction_errors(model, table, "torch")
+    errors, macs_errors = _prediction_errors(model, table, "torch")
     print(f"\nResNet-20 torch table: {seconds:.0f} s, granularity {table.granularity}, fit error "
-          f"{table.fit_error:.1%}; prediction errors {[f'{e:.1%}' for e in errors]}")
+          f"{table.fit_error:.1%}; prediction errors {[f'{e:.1%}' for e in errors]}; the MACs ratio's "
+          f"{[f'{e:.0%}' for e in macs_errors]}")
     assert statistics.median(errors) <= 0.2, errors
+    assert statistics.median(errors) <= statistics.median(macs_errors) / 3, (errors, macs_errors)  # time, not FLOPs
     assert table.granularity in (1, 8, 16, 32) and table.full_ms > 0
     curve = table.curve(model, 2)
     assert curve[-1][0] == full_widths(model)[2] and all(w % table.granularity == 0 for w, _ in curve[:-1])
