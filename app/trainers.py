@@ -8,7 +8,11 @@ one pickled job and reports snapshots over a socket. The pool, shared by every b
 - caps all trainer processes (prepared or running) at ``max_processes``: a page that cannot prepare one prepares it
   when Start is pressed instead;
 - stops the trainers of sessions that have gone (a closed tab) once they have been gone for ``orphan_grace_s``;
-  within that time a reload of the same URL (``?duel=ID``) adopts its duel again (:meth:`TrainerPool.adopt`).
+  within that time a reload of the same URL (``?duel=ID``) adopts its duel again (:meth:`TrainerPool.adopt`);
+- keeps at most ``max_paused`` trainers of paused duels alive: beyond that, the one paused longest hands its
+  training state (``polar.TrainState``: momentum, position in the epoch, metrics) to the server and exits, and its
+  next Start continues it exactly in a new trainer (:meth:`DuelHandle.evict`). A paused trainer holds ~0.6 GB (a
+  ResNet-20 and the demo's data); a class of 30 that kept every one of them left 0.9 GB of 24 GiB free.
 Run directories are written by ``polar.train`` itself, atomically, so stopping at any moment loses nothing saved.
 
 The steps after training (prune, fine-tune, trade-off, export, latency: ``polar.after_training``) run the same way,
@@ -178,6 +182,10 @@ class DuelHandle:
         self._pending: tuple | None = None  # the command a queued duel sends once it gets a slot
         self.tasks: dict[str, TaskHandle] = {}  # the latest task of each kind (prune, finetune, ...)
         self._hosted: TaskHandle | None = None  # the task this duel's own trainer runs now
+        self._states: dict[str, bytes] | None = None  # an evicted trainer's training states, until a new one
+        self._evicting = False  # "evict" sent, the trainer's states not yet back
+        self._go_after_eviction = False  # Start came while evicting: the new trainer starts once they are back
+        self.paused_at = 0.0  # when the trainer last parked paused or finished a hosted task: eviction goes by it
         hist = {m: polar.gamma_summary(polar.gamma_snapshot(model), self.upper) for m, model in self.models.items()}
         self._snapshot = Snapshot(total_steps=self.first.epochs * self.steps_per_epoch, hist=hist,
                                   published_at=time.time())
@@ -203,6 +211,11 @@ class DuelHandle:
             self.pool.dequeue(self)
             self._set(state="paused" if self.snapshot().step else "idle")
             return
+        with self._lock:
+            if self._go_after_eviction:  # its new trainer was not started yet: it stays paused
+                self._go_after_eviction, self._pending, self._snapshot.state = False, None, "paused"
+                self.pool.wake()
+                return
         if state != "running" or self._child is None:
             return
         self._set(state="paused")
@@ -227,7 +240,7 @@ class DuelHandle:
         its weights parked, and no other task of this duel in it. False: the task needs a worker."""
         child = self._child
         with self._lock:
-            if (task.spec["kind"] not in HOSTED_TASKS or child is None or not child.alive()
+            if (task.spec["kind"] not in HOSTED_TASKS or child is None or not child.alive() or self._evicting
                     or self._hosted is not None or self._snapshot.state != "paused" or not self._parked.is_set()):
                 return False
             self._hosted = task
@@ -288,8 +301,34 @@ class DuelHandle:
         self._set(state="queued")
         self.pool.request_slot(self)
 
+    def evict(self) -> bool:
+        """Ask this paused duel's trainer for its training states and let it exit (the pool's ``max_paused``);
+        False where it is not parked paused with nothing hosted. The models here already hold its weights, so
+        pruning and the other steps after training go on meanwhile (in workers); the next Start continues the
+        duel exactly in a new trainer."""
+        with self._lock:
+            child = self._child
+            if (child is None or not child.alive() or self._evicting or self._hosted is not None
+                    or self._snapshot.state != "paused" or not self._parked.is_set()):
+                return False
+            self._evicting = True
+        if not child.send(("evict", None)):
+            with self._lock:
+                self._evicting = False
+            return False
+        return True
+
     def granted(self) -> None:
-        """The pool lets this duel train: make sure it has a trainer, then send the pending command."""
+        """The pool lets this duel train: make sure it has a trainer, then send the pending command (once an evicted
+        trainer's states are back)."""
+        with self._lock:
+            if self._evicting:
+                self._go_after_eviction = True
+                self._snapshot.state, self._snapshot.queue_position = "running", 0
+                return
+        self._go()
+
+    def _go(self) -> None:
         if not self.has_trainer() and not self.pool.attach(self, force=True):
             self._set(state="error", message="no trainer process could be started")
             return
@@ -298,14 +337,18 @@ class DuelHandle:
         self._send(command or ("go", None))
 
     def adopt_child(self, child: _Child) -> None:
-        """Give this (never started) duel a fresh child: send the job and listen to it. A duel that has trained
-        keeps its child until it stops; if that child dies the duel ends in the error state."""
-        if self.snapshot().step:
-            raise RuntimeError("a duel that has trained keeps its trainer until it stops")
-        job = make_job(self.cfgs, self.data_args, start=self.start_model, run_root=str(self.run_root),
-                       threads=self.pool.threads_per_trainer)
+        """Give this duel a fresh child: send the job (a new duel's, or an evicted one's weights and states) and
+        listen to it. A duel that has trained keeps its child until it stops or is evicted; if that child dies the
+        duel ends in the error state."""
+        snap = self.snapshot()
+        if snap.step and self._states is None:
+            raise RuntimeError("a duel that has trained keeps its trainer until it stops or is evicted")
+        resumed = self._states is not None
+        job = make_job(self.cfgs, self.data_args, run_root=str(self.run_root), threads=self.pool.threads_per_trainer,
+                       start=self.start_model if snap.start_acc is None else None,  # measured once, after epoch 1
+                       models=self.models if resumed else None, states=self._states)
         with self._lock:
-            self._child, self._sent = child, 0
+            self._child, self._sent, self._states = child, 0, None
             self._snapshot.ready = False
         child.send_lock.acquire()  # held until the job is sent: no command can overtake it
         threading.Thread(target=self._send_job_and_listen, args=(child, job), name=f"polar-duel-{self.id}",
@@ -363,10 +406,22 @@ class DuelHandle:
                 with self._lock:
                     hosted = self._hosted if self._hosted is not None and self._hosted.id == payload["id"] else None
                     if hosted is not None and kind == "task_end":
-                        self._hosted = None
+                        self._hosted, self.paused_at = None, time.time()
                 if hosted is not None:
                     hosted.report(kind, payload)
                 continue
+            if kind == "evicted":
+                with self._lock:
+                    self._states, self._evicting, self._snapshot.ready = payload["states"], False, False
+                    if self._child is child:
+                        self._child = None
+                    go = self._go_after_eviction and self._snapshot.state == "running"  # not stopped meanwhile
+                    self._go_after_eviction = False
+                child.kill()  # it exits by itself: reap it and close our end
+                self.pool.wake()
+                if go:
+                    self._go()
+                return
             if kind == "ready":
                 self._set(ready=True, hist=payload["hist"], published_at=time.time())
             elif kind == "failed":
@@ -403,6 +458,7 @@ class DuelHandle:
                     self._snapshot.step = payload["step"] or self._snapshot.step  # the step these weights are at
                     if self._snapshot.state != "stopped":
                         self._snapshot.state, self._snapshot.message = payload["state"], payload["message"]
+                    self.paused_at = time.time()
                     self._parked.set()
                 self.pool.wake()
                 if final:
@@ -614,6 +670,20 @@ def _env_int(name: str) -> int:
         return 0
 
 
+PAUSED_TRAINER_GIB = 1.5  # memory allowed per paused trainer (~0.6 GB each, measured) when choosing max_paused
+
+
+def _default_max_paused() -> int:
+    """Paused trainers kept alive: one per 1.5 GiB of the machine's memory beyond 3 GiB (the server, the browser
+    and the running duels), at least one; 14 on a 24 GiB machine."""
+    try:
+        total_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                         if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 4
+    return max(1, int((total_kib / 2**20 - 3) / PAUSED_TRAINER_GIB))
+
+
 def _default_max_running() -> int:
     """Duels that may train at once: one per two cores (each trainer uses the cores the page leaves it)."""
     return max(1, (os.cpu_count() or 2) // 2)
@@ -624,10 +694,11 @@ class TrainerPool:
 
     def __init__(self, is_alive: Callable[[str], bool], max_running: int | None = None,
                  max_processes: int | None = None, orphan_grace_s: float = 10.0, spares: int = 1,
-                 threads_per_trainer: int | None = None) -> None:
+                 threads_per_trainer: int | None = None, max_paused: int | None = None) -> None:
         self.is_alive = is_alive
         self.max_running = max_running or _env_int("POLAR_MAX_TRAINERS") or _default_max_running()
         self.max_processes = max_processes or self.max_running + 3
+        self.max_paused = max_paused or _env_int("POLAR_MAX_PAUSED_TRAINERS") or _default_max_paused()
         self.orphan_grace_s, self.spares = orphan_grace_s, spares
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
         # one core fewer than the machine has (shared by the running duels): OpenMP threads that keep being
@@ -781,7 +852,7 @@ class TrainerPool:
                               "worker": task.has_trainer(),
                               "quiet_s": round(now - (snap.progress_at or snap.requested_at), 1)})
         return {"t": now, "running": self.running_count(), "max_running": self.max_running,
-                "processes": self.process_count(), "queue": queue,
+                "max_paused": self.max_paused, "processes": self.process_count(), "queue": queue,
                 "duels": [{"id": d.id, "state": (snap := d.snapshot()).state, "step": snap.step,
                            "trainer": d.has_trainer(), "hosted": getattr(d._hosted, "id", None)} for d in duels],
                 "tasks": tasks,
@@ -825,6 +896,14 @@ class TrainerPool:
             elif now - self._orphaned_since.setdefault(key, now) >= self.orphan_grace_s:
                 grid.cancel()  # its finished points stay cached
 
+    def _evict_paused(self) -> None:
+        """Beyond ``max_paused`` paused trainers, evict the ones paused longest (see the module doc)."""
+        with self._lock:
+            paused = [d for d in self._duels.values() if d.has_trainer() and d.snapshot().state == "paused"
+                      and not d._evicting]
+        for duel in sorted(paused, key=lambda d: d.paused_at)[:max(0, len(paused) - self.max_paused)]:
+            duel.evict()
+
     def _keep_spares(self) -> None:
         """Keep ``spares`` children with torch imported — but not while a task runs: importing torch takes ~2 s of
         a core, which a task someone is waiting for would lose (the spare follows once the task is done)."""
@@ -851,6 +930,7 @@ class TrainerPool:
                 return
             try:
                 self._reap_orphans()
+                self._evict_paused()
                 self._schedule()
                 self._keep_spares()
                 if self.state_log is not None and time.time() - logged >= STATE_LOG_S:

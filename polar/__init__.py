@@ -42,7 +42,7 @@ from .speedup import SpeedupPruning, plan_speedup, prune_to_speedup, pruned_for_
 from .sweep import sweep
 from .threshold import NoValleyError, find_threshold, threshold_for_reduction
 from .toy import toy_gammas
-from .train import EpochEvent, StepEvent, gamma_snapshot, train
+from .train import EpochEvent, StepEvent, TrainState, gamma_snapshot, train
 from .uniform import uniform_width_model
 
 __all__ = [
@@ -61,5 +61,5 @@ __all__ = [
     "prune_to_widths", "prune_channels", "mask_channels", "latency_table", "LatencyTable", "measured_speedup",
     "prune_to_speedup", "pruned_for_speedup", "SpeedupPruning",
     "plan_speedup", "pruned_cost", "unpruned_cost", "flops_layer_weights", "uniform_width_model", "tl_grid",
-    "read_grid", "grid_summary", "GRID_COLUMNS",
+    "read_grid", "grid_summary", "GRID_COLUMNS", "TrainState",
 ]

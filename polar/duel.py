@@ -7,7 +7,9 @@
 
 Every method trains a copy of one initial model (``start``, or fresh weights from the first config's seed) on the
 same data order (``polar.train`` shuffles by the config's seed, so the configs share a seed and a batch size). The
-explorer's trainer process, notebook 02 and the study all consume this generator.
+explorer's trainer process, notebook 02 and the study all consume this generator. ``duel.states`` hold each
+method's :class:`polar.TrainState`: with the models' weights they continue the duel exactly in another process
+(``Duel(..., models=..., states=...)``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from torch import nn
 from .config import ConfigError, TrainConfig
 from .device_dataset import DeviceDataset
 from .pretrained import initial_model
-from .train import EpochEvent, StepEvent, train
+from .train import EpochEvent, StepEvent, TrainState, train
 
 __all__ = ["Duel"]
 
@@ -29,7 +31,11 @@ class Duel:
     """Several regularizers trained in lockstep from one start; iterate for ``(method, event)`` pairs."""
 
     def __init__(self, cfgs: Mapping[str, TrainConfig], data: DeviceDataset, start: nn.Module | None = None,
-                 run_root: str | Path | None = None) -> None:
+                 run_root: str | Path | None = None, models: Mapping[str, nn.Module] | None = None,
+                 states: Mapping[str, TrainState] | None = None) -> None:
+        """``models`` and ``states``: each method's weights and training state where an earlier duel of these
+        configs stood (its ``models`` and ``states``), to continue it; otherwise every method starts from
+        ``start``."""
         if not cfgs:
             raise ConfigError("a duel needs at least one config")
         first = next(iter(cfgs.values()))
@@ -40,11 +46,17 @@ class Duel:
                                   "(the same start and the same batches)")
         self.cfgs = dict(cfgs)
         self.data = data
-        start = start if start is not None else initial_model(first, data.num_classes)
-        self.models: dict[str, nn.Module] = {name: copy.deepcopy(start) for name in cfgs}
+        if (models is None) != (states is None) or (models is not None and set(models) != set(cfgs)) or (
+                states is not None and set(states) != set(cfgs)):
+            raise ConfigError("to continue a duel give models and states for every method, or neither")
+        if models is None:
+            start = start if start is not None else initial_model(first, data.num_classes)
+            models = {name: start for name in cfgs}
+        self.models: dict[str, nn.Module] = {name: copy.deepcopy(models[name]) for name in cfgs}
+        self.states: dict[str, TrainState] = {name: states[name] if states else TrainState() for name in cfgs}
         root = Path(run_root) if run_root is not None else None
-        self._runs = {name: train(cfg, run_dir=root / name if root else None, model=self.models[name], data=data)
-                      for name, cfg in cfgs.items()}
+        self._runs = {name: train(cfg, run_dir=root / name if root else None, model=self.models[name], data=data,
+                                  state=self.states[name]) for name, cfg in cfgs.items()}
 
     @property
     def steps_per_epoch(self) -> int:

@@ -11,13 +11,17 @@ parent keeps one such process ready and a job's first step follows within about 
 
 Protocol (pickled tuples over a ``multiprocessing.connection.Connection``, between processes of one user):
   parent → child: ``("job", dict)``, then ``("go", until_epoch | None)``, ``("pause", threads | None)``
-                  (threads: to measure the paused networks' accuracy with; None: training's), ``("stop", None)``
+                  (threads: to measure the paused networks' accuracy with; None: training's), ``("stop", None)``,
+                  ``("evict", None)`` (paused only: hand the duel back and exit)
   child → parent: ``("ready", info)``, ``("step", info)``, ``("epoch", info)``,
                   ``("parked", {"state", "message", "read", "step", "weights"})`` (weights: one ``torch.save``
                   blob), ``("accuracy", {"step", "acc"})`` (after a pause: each network's test accuracy),
                   ``("start_acc", accuracy)`` (the start's, once, after the first epoch),
-                  ``("failed", message)`` (the job could not be set up).
-The child exits after ``stop``, when training is done, or when the parent goes away (its socket closes).
+                  ``("failed", message)`` (the job could not be set up),
+                  ``("evicted", {"states"})`` (each method's ``polar.TrainState`` as bytes, after ``evict``).
+The child exits after ``stop`` or ``evict``, when training is done, or when the parent goes away (its socket closes).
+A job may carry a paused duel's weights and states (``models``, ``states``): the child then continues that duel
+exactly where the evicted trainer left it.
 
 A child may instead be sent one task (``polar.after_training``: prune, fine-tune, trade-off, export, latency):
   parent → child: ``("task", {"kind", "data", "threads", ...})``
@@ -55,7 +59,7 @@ from .duel import Duel
 from .evaluate import evaluate
 from .gamma_stats import gamma_summary
 from .saving import read_weights, weights_blob
-from .train import EpochEvent, StepEvent, gamma_snapshot
+from .train import EpochEvent, StepEvent, TrainState, gamma_snapshot
 
 __all__ = ["serve", "make_job", "one_line"]
 
@@ -72,12 +76,16 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 
 
 def make_job(cfgs: dict[str, TrainConfig], data: dict[str, Any], start: torch.nn.Module | None = None,
-             run_root: str | None = None, publish_every: float = 0.25, threads: int = 1) -> dict[str, Any]:
+             run_root: str | None = None, publish_every: float = 0.25, threads: int = 1,
+             models: dict[str, torch.nn.Module] | None = None, states: dict[str, bytes] | None = None
+             ) -> dict[str, Any]:
     """A job for :func:`serve`: the duel's configs, the arguments of ``polar.load_dataset`` (``data``), the start
-    model (None: fresh weights from the first config's seed), where run directories go, how often to publish and
-    the threads to train with."""
+    model (None: fresh weights from the first config's seed; its accuracy is measured after the first epoch), where
+    run directories go, how often to publish and the threads to train with. ``models`` and ``states`` (an evicted
+    trainer's ``"evicted"`` report): continue that duel instead of starting one."""
     return {"cfgs": {m: c.to_dict() for m, c in cfgs.items()}, "data": data, "run_root": run_root,
             "start": weights_blob({"start": start}) if start is not None else None,
+            "models": weights_blob(models) if models is not None else None, "states": states,
             "publish_every": publish_every, "threads": threads}
 
 
@@ -100,7 +108,9 @@ def serve(conn: Connection) -> None:
         first = next(iter(cfgs.values()))
         data = load_dataset(**job["data"], device=resolve_device(first.device))
         start = read_weights(job["start"])["start"] if job["start"] else None
-        duel = Duel(cfgs, data, start=start, run_root=job["run_root"])
+        models = read_weights(job["models"]) if job.get("models") else None
+        states = {m: TrainState.from_bytes(b) for m, b in job["states"].items()} if job.get("states") else None
+        duel = Duel(cfgs, data, start=start, run_root=job["run_root"], models=models, states=states)
         _warm_up(next(iter(duel.models.values())), data, first)
     except Exception as err:  # reported in the page as one line
         conn.send(("failed", one_line(err)))
@@ -154,7 +164,7 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
         return {m: gamma_summary(gamma_snapshot(model), upper) for m, model in duel.models.items()}
 
     events = iter(duel)
-    running, pause_after, losses, step = False, None, {}, 0
+    running, pause_after, losses, step = False, None, {}, next(iter(duel.states.values())).step
     # any publication (a histogram after either method's step), and the last one with both losses: the second has
     # its own clock, or steps of 1/2 to 1 publish interval would publish only between methods, never the losses
     last_publish = last_losses = 0.0
@@ -169,6 +179,9 @@ def _run(conn: Connection, duel: Duel, upper: float, publish_every: float,
                     continue
                 if kind == "cancel":  # for a hosted task that has ended already
                     continue
+                if kind == "evict":  # paused: the parent keeps the weights parked; it gets the rest and we go
+                    conn.send(("evicted", {"states": {m: state.to_bytes() for m, state in duel.states.items()}}))
+                    return
                 read += 1
                 if kind == "stop":
                     park("stopped")

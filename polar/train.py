@@ -6,12 +6,18 @@
 Each step: forward, cross-entropy + reg(model), backward, SGD step, clamp γ (polarization), zero_grad — then a
 StepEvent. Each epoch: evaluation, a snapshot of every sparse γ, an atomic checkpoint — then an EpochEvent.
 Distributed data parallel runs when launched with torchrun (one process per GPU, or gloo on CPU).
+
+A :class:`TrainState` passed in is kept up to date between steps; passed to another ``train`` with the model's
+weights it continues the training exactly where it stood, even mid-epoch (the explorer hands a paused duel to a
+new process this way).
 """
 from __future__ import annotations
 
+import io
+import itertools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,7 +37,7 @@ from .regularizers import Regularizer, make_regularizer
 from .runs import CheckpointError, RunDir
 from .schedule import lr_at
 
-__all__ = ["StepEvent", "EpochEvent", "train", "lr_at", "gamma_snapshot", "build_optimizer"]
+__all__ = ["StepEvent", "EpochEvent", "TrainState", "train", "lr_at", "gamma_snapshot", "build_optimizer"]
 
 
 @dataclass
@@ -73,6 +79,44 @@ class EpochEvent:
                 "gamma_in_0.1_0.4": float(((all_gamma > 0.1) & (all_gamma < 0.4)).float().mean())}
 
 
+@dataclass
+class TrainState:
+    """Where one training stands between two steps: with the model's weights, all it takes to continue it exactly.
+
+    ``polar.train(cfg, model=model, state=state)`` updates a state after every step and epoch; ``to_bytes()`` then
+    captures it (the optimizer's momentum, the steps taken, the current epoch's partial sums, the metrics so far,
+    the global random state), and a ``train`` given ``TrainState.from_bytes(blob)`` and a model holding the same
+    weights takes the same steps as the first would have. The epoch checkpoint cannot do this: it is written at an
+    epoch's end, and a duel paused in the explorer is usually in the middle of one. One process only (no torchrun).
+    """
+
+    step: int = 0  # optimizer steps taken
+    epochs_done: int = 0  # epochs whose evaluation and checkpoint are done
+    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # this epoch's loss, reg, correct sums
+    epoch_count: int = 0  # this epoch's images so far
+    epoch_seconds: float = 0.0  # this epoch's training time so far
+    history: list[dict] = field(default_factory=list)  # metrics.csv rows of the epochs done
+    optimizer: dict | None = None  # the optimizer's state_dict, once captured or read back
+    rng: Tensor | None = None  # the global CPU random state when captured
+    _live: torch.optim.Optimizer | None = field(default=None, repr=False, compare=False)  # while training
+
+    def to_bytes(self) -> bytes:
+        """This state as one ``torch.save`` blob (tensors, numbers and strings only: read back without unpickling
+        code)."""
+        optimizer = self._live.state_dict() if self._live is not None else self.optimizer
+        buffer = io.BytesIO()
+        torch.save({"step": self.step, "epochs_done": self.epochs_done,
+                    "epoch_sums": [float(v) for v in self.epoch_sums],  # a device tensor while training
+                    "epoch_count": self.epoch_count, "epoch_seconds": self.epoch_seconds, "history": self.history,
+                    "optimizer": optimizer, "rng": torch.get_rng_state()}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> TrainState:
+        saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        return cls(**saved)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     """SGD with momentum; BatchNorm γ and β are exempt from weight decay unless ``bn_wd`` (the paper's --bn-wd)."""
     bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -94,7 +138,7 @@ def gamma_snapshot(model: nn.Module) -> dict[str, Tensor]:
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False,
           model: nn.Module | None = None, data: DeviceDataset | None = None,
-          reg: Regularizer | None = None) -> Iterator[StepEvent | EpochEvent]:
+          reg: Regularizer | None = None, state: TrainState | None = None) -> Iterator[StepEvent | EpochEvent]:
     """Train ``cfg.model`` on ``cfg.dataset``, yielding a StepEvent per step and an EpochEvent per epoch.
 
     Args:
@@ -104,6 +148,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
         model: train this model instead of building one (its weights are updated in place).
         data: reuse an already loaded dataset (the app trains two models on one copy).
         reg: a regularizer object instead of the one ``cfg.reg``/``lam``/``t`` describe.
+        state: kept up to date as training goes (see :class:`TrainState`); one that has taken steps continues from
+            where it stood (``model`` must hold the weights it was captured with; ``run_dir`` the run it belongs to).
     """
     device = init_distributed(cfg.device)
     rank, world = rank_world()
@@ -122,9 +168,15 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     runs = RunDir(run_dir) if run_dir is not None else None
     history: list[dict] = []
     start_epoch = 0
+    state = state if state is not None else TrainState()
+    continuing = state.step > 0 or state.epochs_done > 0
+    if continuing and (resume or world > 1):
+        raise ConfigError("a TrainState continues a training by itself: pass it without resume=True, in one process")
     if runs is not None and rank == 0:
         runs.remove_stale_temporaries()  # left by a write that was killed outright (kill -9); saved files stay
-    if resume:
+    if continuing:
+        start_epoch, history = _continue(state, optimizer)
+    elif resume:
         if runs is None or not runs.checkpoint_path.is_file():
             raise CheckpointError(f"nothing to resume: {run_dir}/checkpoint.pt does not exist")
         start_epoch, history = _restore(runs, cfg, model, optimizer)
@@ -144,14 +196,23 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
         raise ConfigError(f"batch_size {cfg.batch_size} x {world} process(es) exceeds the {data.num_train} "
                           "training images; lower it or enlarge the subset")
     total_steps = cfg.epochs * steps_per_epoch
-    step = start_epoch * steps_per_epoch
+    step = state.step if continuing else start_epoch * steps_per_epoch
+    state.step, state.epochs_done, state.history, state._live = step, start_epoch, history, optimizer
     model.train()
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         synchronize(device)
         t0 = time.perf_counter()
         sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, reg, correct: summed on the device
-        count = 0
-        for x, y in data.train_batches(cfg.batch_size, seed=cfg.seed * 10_000 + epoch, rank=rank, world_size=world):
+        # this epoch's images, its steps taken before this call and their seconds (a continued state)
+        count, done_before, carried_s = 0, 0, 0.0
+        if continuing and epoch == start_epoch + 1:
+            sums += torch.tensor(state.epoch_sums, device=device, dtype=torch.float64)
+            count, done_before, carried_s = state.epoch_count, step - start_epoch * steps_per_epoch, state.epoch_seconds
+        batches = data.train_batches(cfg.batch_size, seed=cfg.seed * 10_000 + epoch, rank=rank, world_size=world)
+        lr = lr_at(max(0, step - 1), total_steps, cfg, steps_per_epoch)  # the last step's, if none is left
+        # the steps already taken: their batches are drawn and dropped, so the augmentation's generator is where
+        # the first training left it
+        for x, y in itertools.islice(batches, done_before, None):
             x, y = to_input(x, y, device, channels_last)
             lr = lr_at(step, total_steps, cfg, steps_per_epoch)
             for group in optimizer.param_groups:
@@ -169,27 +230,41 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
             sums += torch.stack([loss.double() * len(y), penalty.double() * len(y),
                                  (logits.detach().argmax(1) == y).sum().double()])
             count += len(y)
+            state.step, state.epoch_sums, state.epoch_count = step, sums, count
+            state.epoch_seconds = carried_s + time.perf_counter() - t0
             yield StepEvent(epoch, step, steps_per_epoch, lr, loss, penalty)
         if world > 1:
             sums = torch.cat([sums, sums.new_tensor([count])])
             dist.all_reduce(sums)
             sums, count = sums[:3], int(sums[3])
         synchronize(device)
-        seconds = time.perf_counter() - t0
+        seconds = carried_s + time.perf_counter() - t0
         # in fp32 even when training in bf16: the accuracy reported is the one polar.evaluate(model) reproduces
         test_loss, test_acc = evaluate(ddp_model, data, channels_last=channels_last)
         loss_sum, reg_sum, correct = sums.tolist()  # CPU-GPU sync, once per epoch
         event = EpochEvent(epoch, step, lr, loss_sum / count, correct / count, reg_sum / count, test_loss, test_acc,
                            seconds, count / seconds, gamma_snapshot(model))
+        history.append(event.metrics())
         if runs is not None and rank == 0:
-            history.append(event.metrics())
             runs.save_gammas(epoch, event.gammas)
             runs.write_metrics(history)
             runs.save_checkpoint({"model": unwrap(model).name, "spec": unwrap(model).spec(),
                                   "state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                                   "epoch": epoch, "step": step, "config": cfg.to_dict(),
                                   "rng": torch.get_rng_state()})
+        state.epochs_done, state.history = epoch, history
+        state.epoch_sums, state.epoch_count, state.epoch_seconds = [0.0, 0.0, 0.0], 0, 0.0
         yield event
+
+
+def _continue(state: TrainState, optimizer: torch.optim.Optimizer) -> tuple[int, list]:
+    """Load a captured :class:`TrainState` into ``optimizer`` and the global random state; return the epochs done
+    and the metrics so far."""
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+    if state.rng is not None:
+        torch.set_rng_state(state.rng)
+    return state.epochs_done, list(state.history)
 
 
 def _restore(runs: RunDir, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list]:

@@ -70,6 +70,49 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, synthetic) -> No
     assert polar.RunDir(tmp_path / "split").gamma_epochs() == [1, 2]
 
 
+def _until(run, stop) -> None:
+    """Take ``run``'s events until ``stop(event)``, then leave the generator suspended there."""
+    for event in run:
+        if stop(event):
+            return
+    raise AssertionError("the run ended before the stop")
+
+
+def test_a_train_state_continues_a_run_exactly_from_mid_epoch_and_from_an_epochs_last_step(
+        tmp_path: Path, synthetic) -> None:
+    """What the explorer does to a paused duel whose trainer is evicted: capture the state between two steps, build
+    the model again from its weights alone, continue — twice (mid-epoch 1, then after epoch 2's last step but before
+    its evaluation) — and end exactly where an uninterrupted run ends, with the same metrics.csv."""
+    from polar.saving import read_weights, weights_blob
+
+    cfg = polar.TrainConfig(reg="polar", lam=0.01, t=1.2, **{**BRIEF, "epochs": 3})
+    straight = _final_epoch(cfg, synthetic, run_dir=tmp_path / "straight")
+    model, state = polar.initial_model(cfg, synthetic.num_classes), polar.TrainState()
+    run = polar.train(cfg, data=synthetic, run_dir=tmp_path / "split", model=model, state=state)
+    spe = synthetic.steps_per_epoch(cfg.batch_size)
+    for stop in (lambda e: isinstance(e, StepEvent) and e.step == 5,  # mid-epoch 1
+                 lambda e: isinstance(e, StepEvent) and e.step == 2 * spe):  # epoch 2's last step, not evaluated
+        _until(run, stop)
+        blob, weights = state.to_bytes(), weights_blob({"m": model})
+        run.close()
+        model, state = read_weights(weights)["m"], polar.TrainState.from_bytes(blob)
+        run = polar.train(cfg, data=synthetic, run_dir=tmp_path / "split", model=model, state=state)
+    events = list(run)
+    assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [2, 3]
+    assert [e.step for e in events if isinstance(e, StepEvent)][0] == 2 * spe + 1
+    resumed = events[-1]
+    for name, g in straight.gammas.items():
+        torch.testing.assert_close(resumed.gammas[name], g, rtol=0, atol=0)
+    assert (resumed.test_acc, resumed.train_loss, resumed.train_acc, resumed.reg) == (
+        straight.test_acc, straight.train_loss, straight.train_acc, straight.reg)
+    drop = ("seconds", "images_per_s")
+    rows = [{k: v for k, v in r.items() if k not in drop} for r in polar.RunDir(tmp_path / "split").read_metrics()]
+    assert rows == [{k: v for k, v in r.items() if k not in drop}
+                    for r in polar.RunDir(tmp_path / "straight").read_metrics()]
+    with pytest.raises(polar.ConfigError, match="without resume=True"):
+        next(polar.train(cfg, data=synthetic, run_dir=tmp_path / "split", resume=True, state=state))
+
+
 def test_existing_run_is_not_overwritten(tmp_path: Path, synthetic) -> None:
     cfg = polar.TrainConfig(reg="none", **{**BRIEF, "epochs": 1})
     _final_epoch(cfg, synthetic, run_dir=tmp_path)

@@ -312,6 +312,49 @@ def test_a_paused_trainer_runs_its_own_tasks_and_trains_on_exactly_as_without_th
     assert read_weights(snap.result["pruned"])  # the blob is an ordinary weights blob
 
 
+def test_beyond_max_paused_the_longest_paused_trainer_hands_its_duel_back_and_it_continues_exactly(
+        owners: Owners, data: polar.DeviceDataset, tmp_path: Path) -> None:
+    """A class pauses more duels than the server keeps trainers for (``max_paused``): the duel paused longest hands
+    its training state to the server and its trainer exits; its Prune runs in a worker meanwhile; its next Start
+    continues it mid-epoch in a new trainer, and the epoch ends with the weights and metrics of a twin that never
+    stopped."""
+    from polar.saving import weights_blob
+
+    pool = TrainerPool(owners, max_running=1, max_processes=3, orphan_grace_s=1.0, threads_per_trainer=1,
+                       max_paused=1)
+    try:
+        owners.alive.update({"a", "b", "twin"})
+        cfgs = _cfgs(epochs=2, batch_size=4)  # 40 steps an epoch: a pause lands mid-epoch
+        a, b, twin = (pool.new_duel(cfgs, DATA_ARGS, data, tmp_path / n, owner=n) for n in ("a", "b", "twin"))
+        for duel in (a, b):
+            duel.start()
+            _wait(lambda: duel.snapshot().step >= 3, what="a few steps")
+            duel.pause()
+        steps_per_epoch = data.steps_per_epoch(4)
+        assert a.snapshot().state == "paused" and 0 < a.snapshot().step < steps_per_epoch
+        _wait(lambda: not a.has_trainer(), what="the longest-paused trainer to hand its duel back")
+        assert a.snapshot().state == "paused" and b.has_trainer() and pool.state()["max_paused"] == 1
+
+        threshold = polar.find_threshold(a.models["polar"], "percent", value=0.3)
+        prune = a.run_task("prune", {"models": weights_blob(a.models), "threshold": threshold, "reference": "polar"})
+        _wait(lambda: not prune.active(), what="the prune of the evicted duel")
+        assert prune.snapshot().state == "done" and not prune.in_trainer, prune.snapshot().message
+
+        a.step_epoch()  # continues in a new trainer from where the old one stood
+        _wait(lambda: a.snapshot().state == "paused" and a.snapshot().epoch == 1, what="the continued epoch")
+        twin.step_epoch()
+        _wait(lambda: twin.snapshot().state == "paused" and twin.snapshot().epoch == 1, what="the twin's epoch")
+        for m in a.models:
+            assert all(torch.equal(x, y) for x, y in zip(a.models[m].state_dict().values(),
+                                                         twin.models[m].state_dict().values())), m
+        keys = ("method", "epoch", "train_loss", "train_acc", "reg", "test_acc")
+        assert [{k: r[k] for k in keys} for r in a.snapshot().epochs] == \
+            [{k: r[k] for k in keys} for r in twin.snapshot().epochs]
+        assert a.snapshot().start_acc == twin.snapshot().start_acc is not None
+    finally:
+        pool.close()
+
+
 def test_a_task_takes_the_whole_slot_only_while_its_page_is_the_only_one_open(pool: TrainerPool, owners: Owners,
                                                                             data: polar.DeviceDataset,
                                                                             tmp_path: Path) -> None:
