@@ -9,9 +9,18 @@ Why a table: fewer MACs need not mean less time. On an AVX-512 CPU oneDNN comput
 element written, not per MAC — so a network pruned to half its FLOPs ran at 0.6-0.7 of its MACs ratio
 (bench/prune_speedup.py). Choosing widths for time needs time measured.
 
+Widths come in steps of the CPU's channel block, the granularity: 16 floats where AVX-512 is available (oneDNN's
+blocked layouts and ONNX Runtime's NCHWc kernels both compute 16 channels at a time there), else 8. Off the block
+the runtimes fall off their fast paths, and not gently: ONNX Runtime keeps a conv in NCHWc only when its input
+channels are a multiple of the block, so a ResNet-20 at 0.75 width with widths 12/24/48 ran 31.5 ms at batch 64,
+slower than the full network's 24.8 ms, while 16/48 ran 22.4 ms (PyTorch: 34.6 and 29.6 ms, full 34.4). A table
+fitted to off-block widths predicted ONNX Runtime's speed-ups 18-40 % too high; so tables are measured, and widths
+planned, on the block only.
+
 How: the network is timed at 24 width vectors (the full widths, uniform scales and random widths per channel set,
-built with ``polar.prune_to_widths``), each against the unpruned network in alternating rounds so that load drift on
-the machine cancels in the ratio. Its time is modelled as
+each width a multiple of the granularity or the set's full width, built with ``polar.prune_to_widths``), each against
+the unpruned network in alternating rounds so that load drift on the machine cancels in the ratio. Its time is
+modelled as
 
     t(widths) = c + Σ_groups  a_g · MACs_g(widths rounded up to the granularity)  +  b_g · outputs_g(widths)
                             + d_g · layers_g(widths)
@@ -20,10 +29,9 @@ where a group holds the layers of one kind at one output resolution (3x3 convs a
 classifier, ...), MACs are counted with each layer's channel counts rounded up to the granularity, outputs are the
 elements the layer writes (what the elementwise layers after it pay for) and layers counts the layers left (each
 costs a fixed dispatch time, which a removed ResNet block saves). The coefficients are non-negative least
-squares on the timings; the granularity is the one of 1, 8, 16 and 32 that fits them best — what the hardware
-rewards, read off the measurements rather than assumed. Every layer's cost then depends on the widths it actually
-gets, so widths that interact (a VGG conv reads one set and writes the next) are predicted as well as independent
-ones.
+squares on the timings. Every layer's cost then depends on the widths it actually gets, so widths that interact (a
+VGG conv reads one set and writes the next) are predicted as well as independent ones. Predictions hold for widths
+on the block (what ``polar.plan_speedup`` chooses); off it they are too optimistic.
 
 Both ``latency_table`` and ``measured_speedup`` first call ``polar.steady_allocator()`` (process-wide, permanent: it
 keeps freed memory for reuse). Without it glibc page-faults the activations of a newly built network in again until
@@ -63,7 +71,6 @@ from .prune.surgery import Removal
 __all__ = ["LatencyTable", "latency_table", "measured_speedup", "RUNTIMES"]
 
 RUNTIMES = ("torch", "onnxruntime")
-GRANULARITIES = (1, 8, 16, 32)
 SAMPLES = 24
 FEATURES = 3  # per group: rounded MACs, output elements, layers
 
@@ -132,6 +139,25 @@ def _machine() -> str:
     return f"{model} | {os.cpu_count()} cores | {torch.get_num_threads()} threads"
 
 
+def channel_block() -> int:
+    """The channels this CPU's vector units compute at once in float32: 16 with AVX-512, else 8 (AVX2's 8 floats;
+    also a safe multiple of narrower units' 4)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return 16 if " avx512f" in f" {flags.split(':', 1)[-1]}" else 8
+
+
+def _on_block(n: int, share: float, granularity: int, allow_empty: bool) -> int:
+    """The width nearest ``share`` of ``n`` channels that is a multiple of ``granularity`` (or ``n`` itself; 0 only
+    where the set may go)."""
+    width = min(n, granularity * round(n * share / granularity))
+    if width == 0 and not allow_empty:
+        width = min(n, granularity)
+    return width
+
+
 def _runtime_version(runtime: str) -> str:
     if runtime == "torch":
         return torch.__version__
@@ -180,19 +206,19 @@ def _features(model: nn.Module, widths: Sequence[int], granularity: int) -> dict
     return features
 
 
-def _sample_widths(model: nn.Module, count: int, seed: int) -> list[list[int]]:
-    """The full widths, uniform scales, then random widths around a random scale per vector."""
+def _sample_widths(model: nn.Module, count: int, seed: int, granularity: int) -> list[list[int]]:
+    """The full widths, uniform scales, then random widths around a random scale per vector; every width on the
+    block (:func:`_on_block`)."""
     gen = torch.Generator().manual_seed(seed)
     sets = channel_sets(model)
     full = full_widths(model)
-    vectors = [full] + [[max(1, round(n * s)) for n in full] for s in (0.75, 0.5, 0.3)]
+    vectors = [full] + [[_on_block(n, s, granularity, False) for n in full] for s in (0.75, 0.5, 0.3)]
     while len(vectors) < count:
         scale = 0.15 + 0.85 * float(torch.rand((), generator=gen))
         vector = []
         for cs, n in zip(sets, full):
             share = min(1.0, max(0.0, scale + 0.25 * float(torch.randn((), generator=gen))))
-            width = round(n * share)
-            vector.append(width if width > 0 or cs.allow_empty else 1)
+            vector.append(_on_block(n, share, granularity, cs.allow_empty))
         vectors.append(vector)
     return vectors
 
@@ -318,20 +344,19 @@ def latency_table(model: nn.Module, runtime: str = "torch", batch_size: int = 64
     if not isinstance(samples, int) or samples < 8:
         raise ConfigError(f"samples must be an integer of at least 8 (the fit has up to ~10 unknowns), got {samples!r}")
     inner = unwrap(model)
+    granularity = channel_block()
     key = {"model": getattr(inner, "name", type(inner).__name__), "architecture": _architecture(inner),
            "runtime": runtime, "version": _runtime_version(runtime), "batch_size": batch_size,
-           "machine": _machine(), "samples": samples, "seed": seed}
+           "machine": _machine(), "samples": samples, "seed": seed, "granularity": granularity}
     path = _cache_file(key)
     if cache:
         cached = _read_cached(path, key)
         if cached is not None:
             return cached
     steady_allocator()
-    vectors = _sample_widths(inner, samples, seed)
+    vectors = _sample_widths(inner, samples, seed, granularity)
     times = _measure(inner, vectors, runtime, batch_size)
-    fits = {g: _fit(inner, vectors, times, g) for g in GRANULARITIES}
-    granularity = min(fits, key=lambda g: fits[g][2])
-    intercept, coefficients, error = fits[granularity]
+    intercept, coefficients, error = _fit(inner, vectors, times, granularity)
     table = LatencyTable(key=key, granularity=granularity, intercept_ms=intercept, coefficients=coefficients,
                          full_ms=times[0], fit_error=error,
                          samples=[{"widths": w, "ms": t} for w, t in zip(vectors, times)])

@@ -51,10 +51,10 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
     while now > budget:
         best: tuple[float, float, int, int] | None = None  # (importance per ms, -ms saved, set, new width)
         for i, (cs, w) in enumerate(zip(sets, widths)):
-            floor = 0 if cs.allow_empty else 1
-            new = max(floor, w - (w % step or step))
-            if new >= w:
-                continue
+            new = w - (w % step or step)  # the next multiple of the block below
+            if new <= 0 and not cs.allow_empty:
+                continue  # a set that must keep a channel keeps a whole block
+            new = max(new, 0)
             n = len(strengths[i])
             lost = float(strengths[i][n - w:n - new].sum())
             saved = now - predict([*widths[:i], new, *widths[i + 1:]])
