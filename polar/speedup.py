@@ -8,8 +8,9 @@ ranks channels), and a set keeps its most important channels. Starting from the 
 channel set whose next cut loses the least importance per millisecond the table predicts it saves (a greedy on
 importance per ms, the fractional knapsack's rule, as in HALP); a cut takes a set down to the next multiple of the
 table's granularity, so widths land where the hardware rewards them, and a ResNet block's set may go to 0 (the block
-becomes its shortcut). It stops once the predicted latency is within the budget. Polarized γ make the importance side
-easy: the channels at γ ≈ 0 cost nothing to remove, so they go first wherever they save time.
+becomes its shortcut). It stops once the predicted latency is within the budget, then widens again, most importance
+regained first, any set whose next block up still fits it (the last cut may have overshot). Polarized γ make the
+importance side easy: the channels at γ ≈ 0 cost nothing to remove, so they go first wherever they save time.
 
 The channels chosen are then removed by the same surgery as ``polar.prune`` (``polar.prune_channels``): the result
 saves, loads and exports like any pruned model and equals the network with those channels' γ set to 0.
@@ -17,6 +18,7 @@ saves, loads and exports like any pruned model and equals the network with those
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +69,26 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
                               f"(predicted {full / now:.2f}x at most); ask for less")
         widths[best[2]] = best[3]
         now = predict(widths)
-    return widths
+    return _give_back(widths, full_widths(inner), strengths, step, predict, budget)
+
+
+def _give_back(widths: list[int], full: list[int], strengths: list[torch.Tensor], step: int,
+               predict: Callable[[Sequence[int]], float], budget: float) -> list[int]:
+    """The last cuts can overshoot the budget (a block, or a whole ResNet block, at a time): widen again, the most
+    importance regained first, every set whose next block up still keeps the predicted time within it."""
+    while True:
+        best: tuple[float, float, int, int] | None = None  # (importance regained, -ms, set, new width)
+        for i, (w, n) in enumerate(zip(widths, full)):
+            if w >= n:
+                continue
+            new = min(n, w - w % step + step)
+            ms = predict([*widths[:i], new, *widths[i + 1:]])
+            if ms <= budget:
+                candidate = (float(strengths[i][n - new:n - w].sum()), -ms, i, new)
+                best = candidate if best is None or candidate > best else best
+        if best is None:
+            return widths
+        widths[best[2]] = best[3]
 
 
 def strongest_kept(model: nn.Module, widths: list[int]) -> list[torch.Tensor]:
