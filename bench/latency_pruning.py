@@ -22,7 +22,7 @@ one. Both networks then get the same short fine-tune. Protocol, fixed before any
 
 Run with nothing else on the machine: its timings are the point.
 
-    python bench/latency_pruning.py                          # about an hour on a 2-core CPU, resumable
+    python bench/latency_pruning.py                          # about 1.5 hours on a quiet 2-core CPU, resumable
     python bench/latency_pruning.py --models resnet20 --quick    # a look (minutes)
     python bench/latency_pruning.py --report                 # the results from the rows finished so far
 
