@@ -47,6 +47,7 @@ import torch
 import polar
 from polar.after_training import HOSTED_TASKS
 from polar.duel_process import NICENESS, make_job
+from polar.machine import memory_gib
 from polar.saving import read_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,10 +239,9 @@ class DuelHandle:
     def host(self, task: TaskHandle) -> bool:
         """Send ``task`` to this duel's own trainer if it can take it: a hosted kind, the trainer alive, paused with
         its weights parked, and no other task of this duel in it. False: the task needs a worker."""
-        child = self._child
         with self._lock:
-            if (task.spec["kind"] not in HOSTED_TASKS or child is None or not child.alive() or self._evicting
-                    or self._hosted is not None or self._snapshot.state != "paused" or not self._parked.is_set()):
+            child = self._parked_idle_child()
+            if task.spec["kind"] not in HOSTED_TASKS or child is None:
                 return False
             self._hosted = task
             task.in_trainer = True
@@ -251,6 +251,15 @@ class DuelHandle:
         threading.Thread(target=child.send_reserved, args=(message,), name=f"polar-host-{self.id}",
                          daemon=True).start()
         return True
+
+    def _parked_idle_child(self) -> _Child | None:
+        """This duel's trainer where it is alive, paused with its weights parked, hosting no task and not being
+        evicted: the one state in which it can take a task or hand its duel back. Called under ``_lock``."""
+        child = self._child
+        if (child is None or not child.alive() or self._evicting or self._hosted is not None
+                or self._snapshot.state != "paused" or not self._parked.is_set()):
+            return None
+        return child
 
     def abandon(self, task: TaskHandle) -> None:
         """Tell the trainer to drop ``task`` at its next progress report (it keeps training's commands)."""
@@ -307,9 +316,8 @@ class DuelHandle:
         pruning and the other steps after training go on meanwhile (in workers); the next Start continues the
         duel exactly in a new trainer."""
         with self._lock:
-            child = self._child
-            if (child is None or not child.alive() or self._evicting or self._hosted is not None
-                    or self._snapshot.state != "paused" or not self._parked.is_set()):
+            child = self._parked_idle_child()
+            if child is None:
                 return False
             self._evicting = True
         if not child.send(("evict", None)):
@@ -676,12 +684,8 @@ PAUSED_TRAINER_GIB = 1.5  # memory allowed per paused trainer (~0.6 GB each, mea
 def _default_max_paused() -> int:
     """Paused trainers kept alive: one per 1.5 GiB of the machine's memory beyond 3 GiB (the server, the browser
     and the running duels), at least one; 14 on a 24 GiB machine."""
-    try:
-        total_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                         if line.startswith("MemTotal:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return 4
-    return max(1, int((total_kib / 2**20 - 3) / PAUSED_TRAINER_GIB))
+    gib = memory_gib()
+    return 4 if gib is None else max(1, int((gib - 3) / PAUSED_TRAINER_GIB))
 
 
 def _default_max_running() -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 import os
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from .config import ConfigError
+from .machine import cpu_flags
 
 __all__ = ["resolve_device", "cpu_has_native_bf16", "uses_bf16", "autocast", "rank_world", "init_distributed",
            "synchronize"]
@@ -42,11 +42,7 @@ def cpu_has_native_bf16() -> bool:
     forced = os.environ.get("POLAR_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to know, so stay on fp32
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())  # unknown (not Linux): stay on fp32
 
 
 def uses_bf16(device: torch.device, amp: bool) -> bool:

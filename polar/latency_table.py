@@ -63,6 +63,7 @@ from torch import nn
 from .atomic import atomic_write_text
 from .errors import ConfigError
 from .latency import _torch_runner, latency_ms, steady_allocator
+from .machine import cpu_flags, cpu_model
 from .models import channel_sets, unwrap
 from .prune import prune_to_widths
 from .prune.cost import _current, _outputs_per_channel, layer_widths
@@ -129,25 +130,14 @@ def _architecture(model: nn.Module) -> str:
 
 
 def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model() or platform.processor() or platform.machine()
     return f"{model} | {os.cpu_count()} cores | {torch.get_num_threads()} threads"
 
 
 def channel_block() -> int:
     """The channels this CPU's vector units compute at once in float32: 16 with AVX-512, else 8 (AVX2's 8 floats;
     also a safe multiple of narrower units' 4)."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return 16 if " avx512f" in f" {flags.split(':', 1)[-1]}" else 8
+    return 16 if "avx512f" in cpu_flags() else 8
 
 
 def _on_block(n: int, share: float, granularity: int, allow_empty: bool) -> int:

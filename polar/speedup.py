@@ -53,10 +53,11 @@ def plan_speedup(model: nn.Module, speedup: float, table: LatencyTable) -> list[
     while now > budget:
         best: tuple[float, float, int, int] | None = None  # (importance per ms, -ms saved, set, new width)
         for i, (cs, w) in enumerate(zip(sets, widths)):
+            if w == 0:
+                continue  # already removed
             new = w - (w % step or step)  # the next multiple of the block below
-            if new <= 0 and not cs.allow_empty:
+            if new == 0 and not cs.allow_empty:
                 continue  # a set that must keep a channel keeps a whole block
-            new = max(new, 0)
             n = len(strengths[i])
             lost = float(strengths[i][n - w:n - new].sum())
             saved = now - predict([*widths[:i], new, *widths[i + 1:]])
