@@ -184,10 +184,11 @@ def main() -> None:
     settings, speedups = (SETTINGS[:1], SPEEDUPS[1:]) if args.quick else (SETTINGS, SPEEDUPS)
     work = Path(args.work)
     print(f"CPU, {torch.get_num_threads()} threads, steady allocator: {steady}", flush=True)
+    cells = [(runtime, batch, asked) for runtime, batch in settings for asked in speedups]  # one model's rows
     rows, missing = [], []
     for name in args.models.split(","):
         if args.report:
-            for (runtime, batch), asked in ((s, a) for s in settings for a in speedups):
+            for runtime, batch, asked in cells:
                 path = row_path(work, name, runtime, batch, asked)
                 if path.exists():
                     rows.append(json.loads(path.read_text()))
@@ -198,7 +199,7 @@ def main() -> None:
         data = polar.load_dataset("cifar10", subset=subset, test_subset=args.test_subset, data_dir=REPO / "data")
         model = polarized(name, data, args, work)
         acc_unpruned = polar.evaluate(model, data)[1]
-        for (runtime, batch), asked in ((s, a) for s in settings for a in speedups):
+        for runtime, batch, asked in cells:
             rows.append(row(name, model, acc_unpruned, runtime, batch, asked, data, args, work))
             r = rows[-1]
             print(f"{name:<13}{runtime:<12}b{batch:<3}{asked:>4g}x  speed-up {r['measured_speedup']:.2f}x "
