@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import math
 import statistics
 import tempfile
 import time
@@ -50,15 +51,23 @@ def steady_allocator() -> bool:
         bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def latency_ms(run: Callable[[], object], repeats: int = 10, warmup: int = 3) -> float:
-    """Median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
+def latency_ms(run: Callable[[], object], repeats: int = 10, warmup: int = 3, min_sample_ms: float = 0.0) -> float:
+    """Median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls.
+
+    With ``min_sample_ms``, each of the ``repeats`` samples is the mean of as many calls as fill that time (judged
+    from the warm-up): a network that runs in a millisecond, timed one call at a time, is timed mostly by the
+    scheduler and its thread pool's wake-ups."""
+    t0 = time.perf_counter()
     for _ in range(warmup):
         run()
+    per_call_ms = 1000 * (time.perf_counter() - t0) / max(warmup, 1)
+    calls = max(1, math.ceil(min_sample_ms / per_call_ms)) if min_sample_ms > 0 and per_call_ms > 0 else 1
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
+        for _ in range(calls):
+            run()
+        times.append((time.perf_counter() - t0) / calls)
     return 1000 * statistics.median(times)
 
 

@@ -19,7 +19,10 @@ planned, on the block only.
 
 How: the network is timed at 24 width vectors (the full widths, uniform scales and random widths per channel set,
 each width a multiple of the granularity or the set's full width, built with ``polar.prune_to_widths``), each against
-the unpruned network in alternating rounds so that load drift on the machine cancels in the ratio. Its time is
+the unpruned network in alternating rounds so that load drift on the machine cancels in the ratio; each timing
+sample lasts at least ``SAMPLE_MS`` (many calls of a batch-1 network, which runs in a millisecond: timed one call at a
+time, a ResNet-20 table for ONNX Runtime at batch 1 missed held-out vectors by 23.5 % at the median, all too
+optimistic; with 20 ms samples by 8.2 %, bench/latency_table_error.py). Its time is
 modelled as
 
     t(widths) = c + Σ_groups  a_g · MACs_g(widths rounded up to the granularity)  +  b_g · outputs_g(widths)
@@ -74,6 +77,7 @@ __all__ = ["LatencyTable", "latency_table", "measured_speedup", "RUNTIMES"]
 RUNTIMES = ("torch", "onnxruntime")
 SAMPLES = 24
 REMOVED_SHARE = 0.2  # of the removable sets in a random sample vector (see _sample_widths)
+SAMPLE_MS = 20.0  # each timing sample at least this long (polar.latency_ms): batch 1 runs in ~1 ms
 FEATURES = 3  # per group: rounded MACs, output elements, layers
 
 
@@ -220,7 +224,7 @@ def _sample_widths(model: nn.Module, count: int, seed: int, granularity: int) ->
 
 def _torch_timer(model: nn.Module, batch_size: int) -> Callable[[], float]:
     run = _torch_runner(model, batch_size, channels_last=True)
-    return lambda: latency_ms(run, repeats=5, warmup=2)
+    return lambda: latency_ms(run, repeats=5, warmup=2, min_sample_ms=SAMPLE_MS)
 
 
 def _onnx_timer(model: nn.Module, batch_size: int, folder: Path) -> Callable[[], float]:
@@ -232,7 +236,8 @@ def _onnx_timer(model: nn.Module, batch_size: int, folder: Path) -> Callable[[],
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     x = torch.randn(batch_size, 3, model.input_size, model.input_size).numpy()
-    return lambda: latency_ms(lambda: session.run(["logits"], {"images": x}), repeats=5, warmup=2)
+    return lambda: latency_ms(lambda: session.run(["logits"], {"images": x}), repeats=5, warmup=2,
+                              min_sample_ms=SAMPLE_MS)
 
 
 def _timer(model: nn.Module, runtime: str, batch_size: int, folder: Path) -> Callable[[], float]:
@@ -343,7 +348,7 @@ def latency_table(model: nn.Module, runtime: str = "torch", batch_size: int = 64
     key = {"model": getattr(inner, "name", type(inner).__name__), "architecture": _architecture(inner),
            "runtime": runtime, "version": _runtime_version(runtime), "batch_size": batch_size,
            "machine": _machine(), "samples": samples, "seed": seed, "granularity": granularity,
-           "removed_share": REMOVED_SHARE}
+           "removed_share": REMOVED_SHARE, "sample_ms": SAMPLE_MS}
     path = _cache_file(key)
     if cache:
         cached = _read_cached(path, key)
