@@ -92,8 +92,9 @@ def tradeoff(tables: dict[str, "object"], uniform: list[dict] | None = None) -> 
         t = table.sort_values("flops_reduction")
         fig.add_trace(go.Scatter(x=100 * t["flops_reduction"], y=100 * t["acc_folded"], mode="lines+markers",
                                  name=NAMES[m], line_color=COLORS[m]))
-        fig.add_trace(go.Scatter(x=100 * t["flops_reduction"], y=100 * t["acc_zero_beta"], mode="lines+markers",
-                                 name=f"{NAMES[m]}, β dropped", line=dict(color=COLORS[m], dash="dot")))
+        if t["acc_zero_beta"].notna().any():  # measured only when asked for (polar.sweep's measure_zero_beta)
+            fig.add_trace(go.Scatter(x=100 * t["flops_reduction"], y=100 * t["acc_zero_beta"], mode="lines+markers",
+                                     name=f"{NAMES[m]}, β dropped", line=dict(color=COLORS[m], dash="dot")))
     if uniform:
         fig.add_trace(go.Scatter(x=[100 * p["flops_reduction"] for p in uniform], y=[100 * p["acc"] for p in uniform],
                                  error_y=dict(type="data", array=[100 * p["acc_std"] for p in uniform]),

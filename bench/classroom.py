@@ -179,8 +179,10 @@ async def _wait_result(page, step: str, done, queue: list[int], who: int) -> flo
         text = await page.inner_text("body")
         ahead = re.findall(r"(\d+) ahead of you", text)
         queue += [int(n) for n in ahead]
-        if re.search(r"Traceback| failed: |Training stopped:", text) or await page.locator(".stException").count():
-            raise RuntimeError(f"{step}: the page shows a failure")
+        failure = re.search(r".*(?:Traceback| failed: |Training stopped:).*", text)
+        if failure or await page.locator(".stException").count():
+            shown = failure.group(0) if failure else (await page.locator(".stException").first.inner_text())
+            raise RuntimeError(f"{step}: the page shows a failure: {shown.strip()[:300]!r}")
         if time.time() - t0 > STEP_LIMIT_S:
             raise TimeoutError(f"{step}: no result within {STEP_LIMIT_S} s; the page: {text[-300:]!r}; the server: "
                                f"{server_side(page.url)}")

@@ -70,8 +70,9 @@ def _finetune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> 
 
 
 def _tradeoff(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
-    """``polar.sweep`` of each model over the FLOPs reductions, one row at a time; the unpruned accuracies come
-    with the spec where the trainer measured them."""
+    """``polar.sweep`` of each model over the FLOPs reductions, one row at a time (with ``zero_beta``, default
+    true, the β-dropped accuracies too); the unpruned accuracies come with the spec where the trainer measured
+    them."""
     models = read_weights(spec["models"])
     known = spec.get("accuracies") or {}
     reductions = [float(r) for r in spec["reductions"]]
@@ -85,8 +86,8 @@ def _tradeoff(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> 
                      f"{name}: {row['flops_reduction']:.0%} of FLOPs removed, {row['acc_folded']:.1%} accurate")
 
         progress(i * len(reductions) / total, f"sweeping {name}")
-        curves[name] = sweep(model, data, reductions=reductions, on_row=measured,
-                             acc_unpruned=known.get(name)).to_dict("records")
+        curves[name] = sweep(model, data, reductions=reductions, on_row=measured, acc_unpruned=known.get(name),
+                             measure_zero_beta=bool(spec.get("zero_beta", True))).to_dict("records")
     return {"curves": curves}
 
 

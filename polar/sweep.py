@@ -7,6 +7,7 @@ matched FLOPs (network slimming's global-percentile rule, expressed in FLOPs).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from copy import deepcopy
 from typing import TYPE_CHECKING
@@ -68,7 +69,8 @@ def separate_ties(model: nn.Module) -> nn.Module:
 def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | None = None,
           reductions: Sequence[float] | None = None, input_size: tuple[int, ...] | None = None,
           round_to: int = 1, narrow_residual: bool = False,
-          on_row: Callable[[dict], None] | None = None, acc_unpruned: float | None = None) -> pd.DataFrame:
+          on_row: Callable[[dict], None] | None = None, acc_unpruned: float | None = None,
+          measure_zero_beta: bool = True) -> pd.DataFrame:
     """One row per threshold (or per target FLOPs reduction): threshold, MACs, FLOPs, params, FLOPs reduction and
     test accuracy of the pruned model before fine-tuning (folded and ``zero_beta``), plus the unpruned accuracy.
 
@@ -79,6 +81,7 @@ def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | N
     ``polar.prune``'s options, used for the threshold search and both prunings. ``on_row`` is called with each row
     as soon as it is measured (a page's progress). ``acc_unpruned``: the model's test accuracy on ``data`` where
     already measured (the explorer's trainer measures it when it pauses), instead of evaluating it again.
+    ``measure_zero_beta=False`` leaves ``acc_zero_beta`` empty (NaN): half the evaluations, for a curve wanted fast.
     """
     if (thresholds is None) == (reductions is None):
         raise ConfigError("give either thresholds or target FLOPs reductions")
@@ -93,12 +96,12 @@ def sweep(model: nn.Module, data: DeviceDataset, thresholds: Sequence[float] | N
         if threshold is None:  # counted without pruning (polar.pruned_cost): milliseconds per target
             threshold = threshold_for_reduction(model, target, input_size, round_to=round_to,
                                                 narrow_residual=narrow_residual)
-        folded = prune(model, threshold, **options)
-        zero_beta = prune(model, threshold, zero_beta=True, **options)
         c = pruned_cost(model, threshold, **options)
         rows.append({"threshold": threshold, "target_reduction": target, "macs": c.macs, "flops": c.flops,
                      "params": c.params, "flops_reduction": flops_reduction(base, c),
-                     "acc_folded": evaluate(folded, data)[1], "acc_zero_beta": evaluate(zero_beta, data)[1],
+                     "acc_folded": evaluate(prune(model, threshold, **options), data)[1],
+                     "acc_zero_beta": (evaluate(prune(model, threshold, zero_beta=True, **options), data)[1]
+                                       if measure_zero_beta else math.nan),
                      "acc_unpruned": unpruned})
         if on_row is not None:
             on_row(rows[-1])

@@ -295,6 +295,9 @@ def test_ties_at_zero_are_separated_so_targets_inside_the_spike_give_points() ->
     table = polar.sweep(model, data, reductions=[0.1, 0.2, 0.3])
     assert table["flops_reduction"].tolist() == sorted(table["flops_reduction"].tolist())
     assert all(abs(r - t) < 0.03 for r, t in zip(table["flops_reduction"], table["target_reduction"]))
+    folded_only = polar.sweep(model, data, reductions=[0.1, 0.2, 0.3], measure_zero_beta=False)
+    assert folded_only["acc_zero_beta"].isna().all()  # half the evaluations; the rest of each row unchanged
+    assert folded_only.drop(columns="acc_zero_beta").equals(table.drop(columns="acc_zero_beta"))
 
 
 def _hist(*counts: int) -> tuple[torch.Tensor, torch.Tensor]:

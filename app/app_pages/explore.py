@@ -376,6 +376,9 @@ def tradeoff_curve(duel: DuelHandle, drawn_at: float) -> None:
     committed uniform-width study."""
     import pandas as pd
 
+    with_zero_beta = st.checkbox("Also the β-dropped curves (the paper's pruning, which drops a removed channel's "
+                                 "constant output instead of folding it; twice the evaluations)",
+                                 key="tradeoff_zero_beta")
     if st.button("Trade-off curve (accuracy vs. FLOPs reduction)"):
         curves, now = dict(duel.models), duel.snapshot()
         accuracies = now.known_accuracies()
@@ -384,7 +387,7 @@ def tradeoff_curve(duel: DuelHandle, drawn_at: float) -> None:
             if now.start_acc is not None:
                 accuracies["none"] = now.start_acc
         duel.run_task("tradeoff", {"models": weights_blob(curves), "reductions": TRADEOFF_REDUCTIONS,
-                                   "accuracies": accuracies})  # as of the click
+                                   "accuracies": accuracies, "zero_beta": with_zero_beta})  # as of the click
     tradeoff = task_status(duel, "tradeoff", drawn_at)
     if tradeoff is None or tradeoff.state != "done":
         return
