@@ -7,7 +7,8 @@ What a student waits for, as medians over ``--repeats`` runs of each measurement
 - after Pause (once γ split, or 30 s) and 5 s looking at the page: the threshold slider's readouts after one key
   press, Prune → the table,
   the first fine-tune progress after the click, the trade-off curve (5 targets × polarization, L1 and the baseline);
-- the same Prune and trade-off for ResNet-56 (``?model=resnet56``, 20 images per class: a brief run from scratch);
+- the same Prune and trade-off for ResNet-56 (``?model=resnet56``, 20 images per class, 20 epochs so that it still
+  trains at the pause: a brief run from scratch);
 - the regularizer playground's redraw after a slider move.
 
 Each flow is a new browser session against one server; nothing else should run on the machine meanwhile. Targets
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import polar  # noqa: E402
-from tests.browser import CHROMIUM, FLAGS, Server, cold_start, playground_redraws, status  # noqa: E402
+from tests.browser import CHROMIUM, FLAGS, TEXT, Server, cold_start, playground_redraws, status, time_in_page  # noqa: E402
 
 TARGETS = {  # seconds (refreshes: at least, per second)
     "cold_start_s": 5.0, "first_histogram_s": 3.0, "refreshes_per_s": 1.0, "slider_readout_s": 0.5,
@@ -46,28 +46,13 @@ AT_LEAST = {"refreshes_per_s"}
 LOOK_S = 5
 
 
-def _timed(action, condition, timeout_s: float = 300) -> float:
-    """Seconds from ``action()`` until ``condition()`` holds (checked every 20 ms)."""
-    t0 = time.time()
-    action()
-    while not condition():
-        if time.time() - t0 > timeout_s:
-            raise TimeoutError(f"not reached within {timeout_s} s")
-        time.sleep(0.02)
-    return time.time() - t0
-
-
-def _count(page, pattern: str) -> int:
-    return page.get_by_text(re.compile(pattern)).count()
-
-
 def _train_and_pause(page, url: str, figures: dict[str, list[float]] | None) -> None:
     """Open ``url``, Start, (measure the first histogram and refreshes), Pause once γ split or after 30 s."""
     page.goto(url, timeout=60_000)
     page.get_by_text("Trainer ready.").wait_for(timeout=120_000)
     start = page.get_by_role("button", name="▶ Start")
     t0 = time.time()
-    first = _timed(start.click, lambda: _count(page, r"^step [1-9]\d* · split into a spike") > 0, 120)
+    first = time_in_page(page, start.click, TEXT, r"^step [1-9]\d* · split into a spike", 120)
     seen, last = [], ""
     while time.time() - t0 < 30 and "polarization yes" not in last:
         shown = status(page)
@@ -87,24 +72,21 @@ def _train_and_pause(page, url: str, figures: dict[str, list[float]] | None) -> 
 def _prune_and_sweep(page, figures: dict[str, list[float]], prefix: str, all_steps: bool) -> None:
     """Slider readouts, Prune → table, first fine-tune progress (then cancelled), trade-off → chart."""
     if all_steps:
-        metric = page.locator("[data-testid='stMetric']").first
-        before = metric.inner_text()
         slider = page.locator("[data-testid='stSlider']").filter(has_text="Threshold on γ").get_by_role("slider")
         slider.focus()
-        figures["slider_readout_s"].append(_timed(lambda: page.keyboard.press("ArrowRight"),
-                                                  lambda: metric.inner_text() != before, 30))
-    table = page.locator("table").filter(has_text="FLOPs reduction")
-    figures[f"{prefix}prune_s"].append(_timed(page.get_by_role("button", name="✂ Prune").click,
-                                              lambda: table.count() > 0))
+        figures["slider_readout_s"].append(time_in_page(page, lambda: page.keyboard.press("ArrowRight"),
+                                                        "[data-testid='stMetric']", None, 30))
+    figures[f"{prefix}prune_s"].append(time_in_page(page, page.get_by_role("button", name="✂ Prune").click,
+                                                    "table", "FLOPs reduction"))
     if all_steps:
-        figures["first_finetune_progress_s"].append(_timed(
-            page.get_by_role("button", name="Fine-tune both pruned networks for 1 epoch").click,
-            lambda: _count(page, r"Fine-tune: fine-tuning") > 0, 120))
+        figures["first_finetune_progress_s"].append(time_in_page(
+            page, page.get_by_role("button", name="Fine-tune both pruned networks for 1 epoch").click,
+            TEXT, "^Fine-tune: fine-tuning", 120))
         page.get_by_role("button", name="Cancel").first.click()
         page.get_by_role("button", name="Cancel").wait_for(state="detached", timeout=60_000)
-    figures[f"{prefix}tradeoff_s"].append(_timed(
-        page.get_by_role("button", name="Trade-off curve (accuracy vs. FLOPs reduction)").click,
-        lambda: _count(page, r"^Each point prunes to a FLOPs target") > 0))
+    figures[f"{prefix}tradeoff_s"].append(time_in_page(
+        page, page.get_by_role("button", name="Trade-off curve (accuracy vs. FLOPs reduction)").click,
+        TEXT, "^Each point prunes to a FLOPs target"))
 
 
 def main() -> None:
@@ -136,7 +118,7 @@ def main() -> None:
             for i in range(0 if args.skip_resnet56 else args.repeats):
                 context = browser.new_context(viewport={"width": 1400, "height": 1000})
                 page = context.new_page()
-                _train_and_pause(page, f"{server.url}/?model=resnet56&subset=20&batch_size=16", None)
+                _train_and_pause(page, f"{server.url}/?model=resnet56&subset=20&batch_size=16&epochs=20", None)
                 _prune_and_sweep(page, figures, "resnet56_", all_steps=False)
                 context.close()
                 print(f"resnet56 flow {i + 1}: prune {figures['resnet56_prune_s'][-1]:.2f} s, trade-off "

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +125,42 @@ def cold_start(browser, runs: Path, offline: bool) -> tuple[float, bool]:
     finally:
         server.stop()
     return seconds, fallback
+
+
+# where Streamlit puts text: a caption, or a message's or a progress bar's markdown
+TEXT = "[data-testid='stCaptionContainer'], [data-testid='stMarkdownContainer']"
+# A reading the page takes itself: a MutationObserver notes, on the page's own clock, the first change after the
+# user's input that makes the condition true. Polling the page from here every 20 ms instead (a text query over the
+# whole DOM each time) cost Chromium about a quarter of a core, taken from the worker being timed: one trade-off
+# read 10.3-12.9 s that way and 8.5 s when polled every 200 ms (bench/explorer_budgets.py, one run each, same tree).
+_WATCH = """([selector, pattern]) => {
+  const first = () => document.querySelector(selector);
+  const before = first() === null ? null : first().textContent;
+  const re = pattern === null ? null : new RegExp(pattern);
+  const hit = () => re === null
+    ? first() !== null && first().textContent !== before
+    : Array.from(document.querySelectorAll(selector)).some(e => re.test(e.textContent.trim()));
+  const watch = {start: null, seen: null};
+  window.__polarWatch = watch;
+  const begin = () => { if (watch.start === null) watch.start = performance.now(); };
+  for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, begin, {capture: true, once: true});
+  const observer = new MutationObserver(() => {
+    if (watch.start !== null && hit()) { watch.seen = performance.now(); observer.disconnect(); }
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def time_in_page(page, action: Callable[[], None], selector: str, pattern: str | None = None,
+                 timeout_s: float = 300) -> float:
+    """Seconds from the input ``action`` sends (its pointerdown or keydown, as the page receives it) until an element
+    matching the CSS ``selector`` has text matching ``pattern`` (a JavaScript regular expression, tested on the
+    trimmed text), or with ``pattern=None`` until the first such element's text differs from what it was before.
+    Measured in the page (see ``_WATCH``); this side only checks a flag four times a second."""
+    page.evaluate(_WATCH, [selector, pattern])
+    action()
+    page.wait_for_function("() => window.__polarWatch.seen !== null", timeout=timeout_s * 1000, polling=250)
+    return page.evaluate("() => (window.__polarWatch.seen - window.__polarWatch.start) / 1000")
 
 
 def status(page) -> str:

@@ -19,7 +19,18 @@ import pytest
 
 import polar
 
-from .browser import CHROMIUM, FLAGS, Server, cold_start, playground_redraws, progress, status, table_rows
+from .browser import (
+    CHROMIUM,
+    FLAGS,
+    TEXT,
+    Server,
+    cold_start,
+    playground_redraws,
+    progress,
+    status,
+    table_rows,
+    time_in_page,
+)
 from .conftest import DATA_DIR, cifar10_present
 
 pytestmark = [
@@ -101,10 +112,8 @@ def test_explorer_in_chromium(server: Server, browser, tmp_path: Path) -> None:
     page.get_by_text("Trainer ready.").wait_for(timeout=60_000)  # on a fresh server: torch imported once
     print(f"\ntrainer ready {time.time() - t_load:.1f}s after the page showed γ")
 
-    start.click()
     t0 = time.time()
-    page.get_by_text(re.compile(r"^step [1-9]\d* · split into a spike")).first.wait_for(timeout=30_000)
-    first_histogram = time.time() - t0  # the first histogram of trained γ
+    first_histogram = time_in_page(page, start.click, TEXT, r"^step [1-9]\d* · split into a spike", 30)  # trained γ
 
     seen: list[tuple[float, str]] = []  # (time, status) whenever the status text changes
     split_at = None
