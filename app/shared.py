@@ -35,6 +35,15 @@ def trainer_pool() -> TrainerPool:
     return TrainerPool(session_alive)
 
 
+@st.cache_resource
+def measured_curves() -> dict[str, list[dict]]:
+    """Trade-off curves already measured on this server, by what determines them (the network's weights, the test
+    data, the targets and options; see the Explore page's ``tradeoff_curve``). In a class every student's "no
+    regularizer" curve is the same trained baseline pruned the same way on the same test images: measured once, it
+    is a third of each later trade-off saved. A few records per curve; one entry per distinct start."""
+    return {}
+
+
 @st.cache_resource(show_spinner="Loading the dataset onto the device…")
 def device_data(dataset: str, subset: int, device: str) -> tuple[polar.DeviceDataset, dict, str]:
     """The dataset on the device, shared read-only by all sessions, with the ``polar.load_dataset`` arguments a

@@ -2,12 +2,17 @@
 in the page. Uses the synthetic dataset (set through the URL, as a shared link would)."""
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from polar.saving import read_weights
+
+from .conftest import requires_cifar10
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 
@@ -114,6 +119,38 @@ def test_training_splits_polarization_but_not_l1_then_pruning_fills_the_table(ap
     assert set(accuracy) == {"polar", "l1"} and not app.table[0].value["acc after fine-tune (%)"].isna().any()
     runs = list((Path(app.session_state["duel"].run_root)).glob("*/config.json"))
     assert len(runs) == 2  # both runs are kept on disk
+
+
+@requires_cifar10  # the trained baseline learned CIFAR-10: a duel starts from it only there
+def test_a_tradeoff_reuses_the_baseline_curve_the_server_measured_for_an_identical_start(app: AppTest) -> None:
+    """In a class every student's "no regularizer" curve is the same trained baseline pruned on the same test images:
+    the server sweeps it once (shared.measured_curves), and a later trade-off sweeps only the two trained networks
+    and still draws all three curves."""
+    sys.path.insert(0, str(Path(APP).parent))
+    import shared
+
+    shared.measured_curves.clear()  # what other tests in this process may have measured
+    app.query_params.update(subset="30", epochs="2", batch_size="32")  # CIFAR-10, from the trained baseline
+    app.run()
+    app.button[2].click().run()  # one epoch, then paused: the trainer hosts the trade-offs
+    duel = app.session_state["duel"]
+    _wait_for(lambda: duel.snapshot().state == "paused" and duel.snapshot().epoch == 1, 300,
+              lambda: str(duel.snapshot().state))
+    app.run()
+
+    def tradeoff_button():
+        return next(b for b in app.button if b.label.startswith("Trade-off curve"))
+
+    tradeoff_button().click().run()
+    first = _finish_task(app, "tradeoff").result["curves"]
+    assert set(first) == {"polar", "l1", "none"}
+    tradeoff_button().click().run()
+    task = duel.tasks["tradeoff"]
+    assert set(read_weights(task.spec["models"])) == {"polar", "l1"}  # the baseline is not swept again
+    second = _finish_task(app, "tradeoff").result["curves"]
+    assert set(second) == {"polar", "l1"} and task.spec["reused_curves"] == {"none": first["none"]}
+    figure = app.get("plotly_chart")[-1].proto.spec
+    assert all(name in figure for name in ("Polarization", "L1 (network slimming)", "No regularizer (the baseline)"))
 
 
 def _finish_task(app: AppTest, kind: str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 import uuid
@@ -13,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 from settings import Settings
-from shared import device_data, runs_folder, trainer_pool
+from shared import device_data, measured_curves, runs_folder, trainer_pool
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 from trainers import DuelHandle, Snapshot, TaskSnapshot
 
@@ -382,18 +383,28 @@ def tradeoff_curve(duel: DuelHandle, drawn_at: float) -> None:
     if st.button("Trade-off curve (accuracy vs. FLOPs reduction)"):
         curves, now = dict(duel.models), duel.snapshot()
         accuracies = now.known_accuracies()
+        spec = {"reductions": TRADEOFF_REDUCTIONS, "zero_beta": with_zero_beta}
         if duel.cfgs["polar"].init:  # the start had learned: its own curve shows what pruning costs untrained-for
-            curves["none"] = duel.start_model
-            if now.start_acc is not None:
-                accuracies["none"] = now.start_acc
-        duel.run_task("tradeoff", {"models": weights_blob(curves), "reductions": TRADEOFF_REDUCTIONS,
-                                   "accuracies": accuracies, "zero_beta": with_zero_beta})  # as of the click
+            start_blob = weights_blob({"none": duel.start_model})
+            key = json.dumps({"weights": hashlib.sha256(start_blob).hexdigest(), "data": duel.data_args, **spec},
+                             sort_keys=True, default=str)
+            if key in measured_curves():  # an identical start, already swept on this server (another student's)
+                spec["reused_curves"] = {"none": measured_curves()[key]}
+            else:
+                curves["none"], spec["curve_key"] = duel.start_model, key
+                if now.start_acc is not None:
+                    accuracies["none"] = now.start_acc
+        duel.run_task("tradeoff", {"models": weights_blob(curves), "accuracies": accuracies, **spec})  # as of the click
     tradeoff = task_status(duel, "tradeoff", drawn_at)
     if tradeoff is None or tradeoff.state != "done":
         return
+    spec = duel.tasks["tradeoff"].spec
+    measured = tradeoff.result["curves"]
+    if "curve_key" in spec:
+        measured_curves().setdefault(spec["curve_key"], measured["none"])
     study = RESULTS / f"study_{settings.model}_{settings.dataset}" / "points.csv"
     uniform = charts.uniform_width_points(study) if duel.cfgs["polar"].dataset == settings.dataset else []
-    curves = {m: pd.DataFrame(rows) for m, rows in tradeoff.result["curves"].items()}
+    curves = {m: pd.DataFrame(rows) for m, rows in {**measured, **spec.get("reused_curves", {})}.items()}
     st.plotly_chart(charts.tradeoff(curves, uniform), width="stretch", key="tradeoff")
     st.caption("Each point prunes to a FLOPs target by a global threshold on γ; γ exactly tied (polarization's "
                "spike at 0) are told apart by |β|, smaller first (polar.sweep). \"No regularizer\": the trained "
