@@ -318,8 +318,6 @@ def test_a_grid_queues_in_the_pool_and_its_owner_can_stop_it(app: AppTest) -> No
 
 
 def test_uniform_width_points_summarize_a_studys_seeds(tmp_path: Path) -> None:
-    import sys
-
     sys.path.insert(0, str(Path(APP).parent))
     import charts
 
@@ -336,8 +334,6 @@ def test_uniform_width_points_summarize_a_studys_seeds(tmp_path: Path) -> None:
 
 
 def test_accuracy_curves_start_at_the_starts_accuracy() -> None:
-    import sys
-
     sys.path.insert(0, str(Path(APP).parent))
     import charts
 

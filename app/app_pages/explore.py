@@ -388,8 +388,9 @@ def tradeoff_curve(duel: DuelHandle, drawn_at: float) -> None:
             start_blob = weights_blob({"none": duel.start_model})
             key = json.dumps({"weights": hashlib.sha256(start_blob).hexdigest(), "data": duel.data_args, **spec},
                              sort_keys=True, default=str)
-            if key in measured_curves():  # an identical start, already swept on this server (another student's)
-                spec["reused_curves"] = {"none": measured_curves()[key]}
+            reused = measured_curves().get(key)
+            if reused is not None:  # an identical start, already swept on this server (another student's)
+                spec["reused_curves"] = {"none": reused}
             else:
                 curves["none"], spec["curve_key"] = duel.start_model, key
                 if now.start_acc is not None:
