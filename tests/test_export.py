@@ -46,7 +46,8 @@ def test_deployed_latency_times_both_runtimes() -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_steady_allocator_ends_the_page_faults_of_each_forward_pass() -> None:
     """In a child process (it is process-wide and permanent): with glibc's defaults a batch-64 forward pass
-    page-faults its activations in again (tens of thousands of minor faults); after ``steady_allocator`` none."""
+    page-faults its activations in again (thousands of minor faults); after ``steady_allocator`` none. Medians of
+    seven passes each: one pass now and then faults for reasons of its own (CI read 1,792 once, 0 is typical)."""
     script = """
 import resource, torch, polar
 model = polar.create_model("resnet20").eval().to(memory_format=torch.channels_last)
@@ -55,9 +56,11 @@ def faults():
     with torch.inference_mode():
         model(x); start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt; model(x)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
-faults(); before = faults()
+def median_faults():
+    return sorted(faults() for _ in range(7))[3]
+faults(); before = median_faults()
 assert polar.steady_allocator()
-faults(); print(before, faults())
+faults(); print(before, median_faults())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     before, after = int(out[0]), int(out[1])
