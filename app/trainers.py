@@ -47,7 +47,7 @@ import torch
 import polar
 from polar.after_training import HOSTED_TASKS
 from polar.duel_process import NICENESS, make_job
-from polar.machine import memory_gib
+from polar.machine import OthersLoad, memory_gib
 from polar.saving import read_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -710,6 +710,7 @@ class TrainerPool:
         self.threads_per_trainer = threads_per_trainer or max(1, (cores - 1) // self.max_running)
         # a task alone: all the cores of its slot (see task_threads)
         self.threads_per_task = max(self.threads_per_trainer, cores // self.max_running)
+        self.cores, self.others_load = cores, OthersLoad()  # what other programs keep busy (see task_threads)
         self._lock = threading.RLock()
         self._duels: dict[str, DuelHandle] = {}
         self._grids: dict[str, GridHandle] = {}  # by cache folder
@@ -821,10 +822,14 @@ class TrainerPool:
         two). While several are: a trainer's, leaving a core to the server and the pages it draws, because OpenMP
         threads that keep being preempted stall each other at every barrier (an evaluation of 1,000 CIFAR-10 images
         by a ResNet-20 at the trainers' niceness, beside 1.1 cores of other work: 1.6 s on one thread, 4.6 s on
-        two; in a class of ten whose tabs shared the machine, a trade-off point took ~20 s instead of ~1)."""
+        two; in a class of ten whose tabs shared the machine, a trade-off point took ~20 s instead of ~1). Never
+        more than the cores other programs have left free for the last few seconds, for the same reason (a
+        ResNet-20 latency table beside one busy loop at normal priority: 16 s on one thread, over 300 s on two)."""
         with self._lock:
             owners = {duel.owner for duel in self._duels.values()}
-        return self.threads_per_task if sum(map(self.is_alive, owners)) <= 1 else self.threads_per_trainer
+        threads = self.threads_per_task if sum(map(self.is_alive, owners)) <= 1 else self.threads_per_trainer
+        free = self.cores - self.others_load.cores()
+        return max(1, min(threads, int(free + 0.5)))
 
     def running_count(self) -> int:
         """Duels training and tasks running: each holds a slot."""
@@ -933,6 +938,7 @@ class TrainerPool:
             if self._closed.is_set():
                 return
             try:
+                self.others_load.sample()
                 self._reap_orphans()
                 self._evict_paused()
                 self._schedule()

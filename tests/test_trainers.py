@@ -3,6 +3,9 @@ its processes and running duels, orphaned duels stop, a reload adopts its duel."
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -359,7 +362,9 @@ def test_a_task_takes_the_whole_slot_only_while_its_page_is_the_only_one_open(po
                                                                             data: polar.DeviceDataset,
                                                                             tmp_path: Path) -> None:
     """One page open: a task (and the paused trainer's accuracy measurement) uses all the cores of its slot; several:
-    a trainer's threads, leaving a core to the server and the pages (OpenMP threads preempted stall each other)."""
+    a trainer's threads, leaving a core to the server and the pages (OpenMP threads preempted stall each other).
+    Other programs' load is the next test's: here it reads none, so that a busy machine cannot change the answer."""
+    pool.others_load.cores = lambda: 0.0
     owners.alive.add("a")
     pool.new_duel(_cfgs(), DATA_ARGS, data, tmp_path / "a", owner="a")
     assert pool.task_threads() == pool.threads_per_task
@@ -368,3 +373,26 @@ def test_a_task_takes_the_whole_slot_only_while_its_page_is_the_only_one_open(po
     assert pool.task_threads() == pool.threads_per_trainer == 1
     owners.alive.discard("b")  # its tab closed
     assert pool.task_threads() == pool.threads_per_task
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="other programs' load is read from Linux's /proc")
+def test_a_task_leaves_the_cores_another_program_keeps_busy(pool: TrainerPool, owners: Owners,
+                                                           data: polar.DeviceDataset, tmp_path: Path) -> None:
+    """A CPU-bound program outside the server's process tree (here a busy loop the shell starts and leaves behind)
+    counts within a few seconds and a task started then gets one thread fewer; it stops counting once it ends."""
+    if pool.threads_per_task < 2:
+        pytest.skip("one core: a task has one thread anyway")
+    owners.alive.add("me")
+    pool.new_duel(_cfgs(), DATA_ARGS, data, tmp_path / "runs", owner="me")
+    _wait(lambda: len(pool.others_load._recent) >= 2, 30, "two load samples")
+    before = pool.others_load.cores()
+    busy = subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                          capture_output=True, text=True, check=True)
+    pid = int(busy.stdout)
+    try:
+        _wait(lambda: pool.others_load.cores() >= before + 0.8, 30, "the busy loop's core to count")
+        assert pool.task_threads() < pool.threads_per_task
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    loaded = pool.others_load.cores()
+    _wait(lambda: pool.others_load.cores() <= loaded - 0.7, 30, "the busy loop's core to stop counting")
