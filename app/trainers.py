@@ -93,6 +93,7 @@ class TaskSnapshot:
     text: str = "waiting for a free worker"
     queue_position: int = 0
     result: dict | None = None
+    partial: dict | None = None  # a first part of the result, shown while the rest is measured (Prune's table)
     message: str = ""
     requested_at: float = field(default_factory=time.time)
     first_progress_at: float = 0.0
@@ -582,6 +583,7 @@ class TaskHandle:
         now = time.time()
         with self._lock:
             self._snapshot.share, self._snapshot.text = float(payload["share"]), payload["text"]
+            self._snapshot.partial = payload.get("partial") or self._snapshot.partial
             self._snapshot.first_progress_at = self._snapshot.first_progress_at or now
             self._snapshot.progress_at = now
 
@@ -823,13 +825,15 @@ class TrainerPool:
         threads that keep being preempted stall each other at every barrier (an evaluation of 1,000 CIFAR-10 images
         by a ResNet-20 at the trainers' niceness, beside 1.1 cores of other work: 1.6 s on one thread, 4.6 s on
         two; in a class of ten whose tabs shared the machine, a trade-off point took ~20 s instead of ~1). Never
-        more than the cores other programs have left free for the last few seconds, for the same reason (a
-        ResNet-20 latency table beside one busy loop at normal priority: 16 s on one thread, over 300 s on two)."""
+        more than the cores other programs leave, for the same reason (a ResNet-20 latency table beside one busy
+        loop at normal priority: 16 s on one thread, over 300 s on two): a core counts as taken when another
+        program kept it at least 90 % busy for the last few seconds. Less does not: the page's own renderer, on
+        the same machine, keeps ~0.75 of a core busy while training draws, and stops at the pause."""
         with self._lock:
             owners = {duel.owner for duel in self._duels.values()}
         threads = self.threads_per_task if sum(map(self.is_alive, owners)) <= 1 else self.threads_per_trainer
-        free = self.cores - self.others_load.cores()
-        return max(1, min(threads, int(free + 0.5)))
+        taken = int(self.others_load.cores() + 0.1)
+        return max(1, min(threads, self.cores - taken))
 
     def running_count(self) -> int:
         """Duels training and tasks running: each holds a slot."""

@@ -219,13 +219,14 @@ async def student(browser, url: str, delay: float, train_s: float, waits: dict[s
         step = "prune"
         await page.get_by_role("button", name="✂ Prune").click(timeout=CLICK_LIMIT_MS)
         table = page.locator("table").filter(has_text="FLOPs reduction")
-        waits["prune"].append(await _wait_result(page, step, lambda: _count(table), queue, number))
+        finetune = page.get_by_role("button", name="Fine-tune both pruned networks for 1 epoch")
+        # the step's end: its table complete (the button comes with it), not its first part (no β-dropped column)
+        waits["prune"].append(await _wait_result(page, step, lambda: _count(finetune), queue, number))
         if until == "prune":
             finished.append(number)
             return
         step = "finetune"
-        await page.get_by_role("button", name="Fine-tune both pruned networks for 1 epoch").click(
-            timeout=CLICK_LIMIT_MS)
+        await finetune.click(timeout=CLICK_LIMIT_MS)
         waits["finetune"].append(await _wait_result(
             page, step, lambda: _finetuned(table), queue, number))
         step = "tradeoff"

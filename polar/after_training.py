@@ -9,8 +9,9 @@ sets the steady allocator, which stays with the short-lived worker).
 
 A task is a plain dict in and a plain dict out — weights travel as ``weights_blob`` bytes, tables as lists of
 records — so nothing pickled beyond builtins crosses the socket. ``run_task`` reports progress through a callback
-``progress(done_share, text)``; the caller may stop the process at any moment (only a grid point writes to disk:
-its JSON, atomically, once the point is done).
+``progress(done_share, text, partial=None)`` (``partial``: a first part of the result the page can show while the
+rest is measured, e.g. Prune's table before its β-dropped column); the caller may stop the process at any
+moment (only a grid point writes to disk: its JSON, atomically, once the point is done).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import io
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .compare import finetune_config, matched_flops
 from .config import TrainConfig
@@ -38,7 +39,11 @@ from .train import EpochEvent, StepEvent, train
 
 __all__ = ["run_task", "task_data", "TASKS", "TRAINING_TASKS", "HOSTED_TASKS"]
 
-Progress = Callable[[float, str], None]
+
+
+class Progress(Protocol):
+    def __call__(self, share: float, text: str, partial: dict[str, Any] | None = None) -> None: ...
+
 
 
 def _prune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
@@ -46,8 +51,11 @@ def _prune(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dic
     unpruned networks' accuracies come with the spec when the trainer measured them."""
     models = read_weights(spec["models"])
     progress(0.0, "pruning both networks and measuring them")
-    table, small = matched_flops(models, data, threshold=float(spec["threshold"]), reference=spec["reference"],
-                                 accuracies=spec.get("accuracies"))
+    table, small = matched_flops(
+        models, data, threshold=float(spec["threshold"]), reference=spec["reference"],
+        accuracies=spec.get("accuracies"),
+        on_pruned=lambda first: progress(0.5, "measuring them with the removed channels' β dropped",
+                                         {"table": first.to_dict("records")}))
     buffer = io.BytesIO()
     save(small[spec["reference"]], buffer)
     return {"table": table.to_dict("records"), "pruned": weights_blob(small), "download": buffer.getvalue()}

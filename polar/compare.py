@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,9 @@ MATCHED_COLUMNS = ["method", "threshold", "macs", "params", "flops_reduction", "
 def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshold: float | None = None,
                   reduction: float | None = None, reference: str | None = None, round_to: int = 1,
                   narrow_residual: bool = False,
-                  accuracies: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, dict[str, nn.Module]]:
+                  accuracies: Mapping[str, float] | None = None,
+                  on_pruned: Callable[[pd.DataFrame], None] | None = None
+                  ) -> tuple[pd.DataFrame, dict[str, nn.Module]]:
     """Prune every model to one FLOPs reduction and measure it; a row per method and the pruned (folded) models.
 
     Either ``reference`` and ``threshold``: that model is pruned at the threshold (e.g. its valley) and the others
@@ -44,7 +46,9 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
     Accuracies are on ``data``'s test split before fine-tuning: unpruned, pruned with the removed channels'
     constants folded (``acc_pruned``, equal to masking) and with them dropped as the paper's code does
     (``acc_zero_beta``). ``accuracies``: the models' own test accuracies on ``data`` where already measured (the
-    explorer's trainer measures them when it pauses), so only the pruned networks are evaluated.
+    explorer's trainer measures them when it pauses), so only the pruned networks are evaluated. ``on_pruned``
+    gets the table once every folded accuracy is measured, ``acc_zero_beta`` still NaN: the β-dropped networks are
+    the second half of the work, and a page can show the answer asked for while they run.
     """
     if (threshold is None) == (reduction is None) or (threshold is not None and reference not in models):
         raise ConfigError("give a reference model's name with its threshold, or a FLOPs reduction for all models")
@@ -57,17 +61,22 @@ def matched_flops(models: Mapping[str, nn.Module], data: DeviceDataset, threshol
     for name, model in models.items():
         if name not in thresholds:  # nothing to remove: a threshold below every γ
             thresholds[name] = threshold_for_reduction(model, reduction, **options) if reduction > 0 else -1.0
+    import pandas as pd
+
     rows, small = [], {}
     for name, model in models.items():  # the caller's models are only read: same device, mode and weights after
         small[name] = prune(model, thresholds[name], **options).to(data.device)
-        dropped = prune(model, thresholds[name], zero_beta=True, **options).to(data.device)
         before, after = unpruned_cost(model), pruned_cost(model, thresholds[name], **options)
         unpruned = (accuracies[name] if accuracies and name in accuracies
                     else evaluate(_on_device(model, data.device), data)[1])
         rows.append({"method": name, "threshold": thresholds[name], "macs": after.macs, "params": after.params,
                      "flops_reduction": flops_reduction(before, after), "acc_unpruned": unpruned,
-                     "acc_pruned": evaluate(small[name], data)[1], "acc_zero_beta": evaluate(dropped, data)[1]})
-    import pandas as pd
+                     "acc_pruned": evaluate(small[name], data)[1], "acc_zero_beta": float("nan")})
+    if on_pruned is not None:
+        on_pruned(pd.DataFrame(rows, columns=MATCHED_COLUMNS))
+    for row, (name, model) in zip(rows, models.items()):
+        dropped = prune(model, thresholds[name], zero_beta=True, **options).to(data.device)
+        row["acc_zero_beta"] = evaluate(dropped, data)[1]
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS), small
 
 

@@ -25,14 +25,14 @@ exactly where the evicted trainer left it.
 
 A child may instead be sent one task (``polar.after_training``: prune, fine-tune, trade-off, export, latency):
   parent → child: ``("task", {"kind", "data", "threads", ...})``
-  child → parent: ``("progress", {"share", "text"})``, then ``("result", dict)`` or ``("failed", message)``;
+  child → parent: ``("progress", {"share", "text", "partial"})``, then ``("result", dict)`` or ``("failed", message)``;
 then it exits. The parent cancels a task by stopping the process.
 
 A *paused* trainer runs its own duel's prune, fine-tune and trade-off (``polar.after_training.HOSTED_TASKS``) on
 the data it holds, between commands:
   parent → child: ``("host", {"id", "kind", "threads", ...})``, and ``("cancel", id)`` to abandon it
-  child → parent: ``("task_progress", {"id", "share", "text"})``, then ``("task_end", {"id", "state", "result" |
-                  "message"})`` with state done, error or cancelled.
+  child → parent: ``("task_progress", {"id", "share", "text", "partial"})``, then
+                  ``("task_end", {"id", "state", "result" | "message"})`` with state done, error or cancelled.
 A hosted task leaves the duel as it was (models, torch threads, the global random state); commands that arrive
 while it runs are kept and obeyed after it. Neither message counts as a command read.
 """
@@ -128,7 +128,8 @@ def _serve_task(conn: Connection, spec: dict[str, Any]) -> None:
     try:
         torch.set_num_threads(max(1, int(spec["threads"])))
         data = load_dataset(**task_data(spec), device=resolve_device(spec.get("device", "auto")))
-        result = run_task(spec, data, lambda share, text: conn.send(("progress", {"share": share, "text": text})))
+        result = run_task(spec, data, lambda share, text, partial=None: conn.send(
+            ("progress", {"share": share, "text": text, "partial": partial})))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone (or cancelled): nobody to report to
     except Exception as err:  # shown in the page as one line, never as a traceback
@@ -262,14 +263,14 @@ def _host(conn: Connection, duel: Duel, spec: dict[str, Any], kept: deque[tuple]
     if measured and spec.get("step") == measured["step"]:
         spec = {**spec, "accuracies": {**measured["acc"], **(spec.get("accuracies") or {})}}
 
-    def progress(share: float, text: str) -> None:
+    def progress(share: float, text: str, partial: dict[str, Any] | None = None) -> None:
         while conn.poll():
             message = conn.recv()
             if message == ("cancel", task_id):
                 raise _Cancelled
             if message[0] != "cancel":
                 kept.append(message)
-        conn.send(("task_progress", {"id": task_id, "share": share, "text": text}))
+        conn.send(("task_progress", {"id": task_id, "share": share, "text": text, "partial": partial}))
 
     try:
         if spec.get("kind") not in HOSTED_TASKS:

@@ -149,6 +149,17 @@ _WATCH = """([selector, pattern]) => {
   });
   observer.observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
+_LATER = """([selector, pattern]) => {
+  const re = new RegExp(pattern);
+  const hit = () => Array.from(document.querySelectorAll(selector)).some(e => re.test(e.textContent.trim()));
+  const later = {seen: null};
+  window.__polarLater = later;
+  if (hit()) { later.seen = performance.now(); return; }
+  const observer = new MutationObserver(() => {
+    if (hit()) { later.seen = performance.now(); observer.disconnect(); }
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
 
 
 def time_in_page(page, action: Callable[[], None], selector: str, pattern: str | None = None,
@@ -161,6 +172,14 @@ def time_in_page(page, action: Callable[[], None], selector: str, pattern: str |
     action()
     page.wait_for_function("() => window.__polarWatch.seen !== null", timeout=timeout_s * 1000, polling=250)
     return page.evaluate("() => (window.__polarWatch.seen - window.__polarWatch.start) / 1000")
+
+
+def later_in_page(page, selector: str, pattern: str, timeout_s: float = 300) -> float:
+    """After :func:`time_in_page`: seconds from that same input until an element matching ``selector`` has text
+    matching ``pattern`` (a second, later condition of one click, e.g. a table complete after its first part)."""
+    page.evaluate(_LATER, [selector, pattern])
+    page.wait_for_function("() => window.__polarLater.seen !== null", timeout=timeout_s * 1000, polling=250)
+    return page.evaluate("() => (window.__polarLater.seen - window.__polarWatch.start) / 1000")
 
 
 def status(page) -> str:

@@ -402,7 +402,11 @@ def test_matched_flops_leaves_its_arguments_as_they_were(synthetic: polar.Device
               for i, m in enumerate(("polar", "l1"))}
     before = {m: {k: v.clone() for k, v in model.state_dict().items()} for m, model in models.items()}
     threshold = polar.find_threshold(models["polar"], "percent", value=0.4)
-    table, small = polar.matched_flops(models, synthetic, threshold=threshold, reference="polar")
+    first = []
+    table, small = polar.matched_flops(models, synthetic, threshold=threshold, reference="polar",
+                                       on_pruned=first.append)
+    assert len(first) == 1 and first[0]["acc_zero_beta"].isna().all()  # reported before the β-dropped networks
+    assert first[0].drop(columns="acc_zero_beta").equals(table.drop(columns="acc_zero_beta"))
     for name, model in models.items():
         assert model.training == (mode == "train")
         assert all(torch.equal(v, before[name][k]) for k, v in model.state_dict().items())

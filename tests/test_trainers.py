@@ -3,6 +3,7 @@ its processes and running duels, orphaned duels stop, a reload adopts its duel."
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -167,6 +168,10 @@ def test_steps_after_training_run_in_workers_queue_for_a_slot_and_can_be_cancell
     # the worker read one training image per class (it only evaluates): its accuracies are those of the whole data
     here, _ = polar.matched_flops(duel.models, data, threshold=threshold, reference="polar")
     assert [r["acc_pruned"] for r in result["table"]] == here["acc_pruned"].tolist()
+    # the table came first without its β-dropped column (the page shows it while that is measured), else the same
+    first = prune.snapshot().partial["table"]
+    assert all(math.isnan(r.pop("acc_zero_beta")) for r in first)
+    assert first == [{k: v for k, v in r.items() if k != "acc_zero_beta"} for r in result["table"]]
 
     other = pool.new_duel(_cfgs(epochs=50), DATA_ARGS, data, tmp_path / "b", owner="b")
     other.start()
@@ -285,6 +290,7 @@ def test_a_paused_trainer_runs_its_own_tasks_and_trains_on_exactly_as_without_th
     assert [r["macs"] for r in snap.result["table"]] == here["macs"].tolist()
     # the unpruned accuracies: the ones the trainer measured when it paused (the spec carried none), equal to these
     assert [r["acc_unpruned"] for r in snap.result["table"]] == here["acc_unpruned"].tolist()
+    assert [r["acc_pruned"] for r in snap.partial["table"]] == here["acc_pruned"].tolist()  # reported on the way
 
     sweep = duel.run_task("tradeoff", {"models": weights_blob(duel.models), "reductions": [0.2, 0.4]})
     _wait(lambda: not sweep.active(), what="the hosted trade-off")
@@ -390,8 +396,8 @@ def test_a_task_leaves_the_cores_another_program_keeps_busy(pool: TrainerPool, o
                           capture_output=True, text=True, check=True)
     pid = int(busy.stdout)
     try:
-        _wait(lambda: pool.others_load.cores() >= before + 0.8, 30, "the busy loop's core to count")
-        assert pool.task_threads() < pool.threads_per_task
+        _wait(lambda: pool.others_load.cores() >= before + 0.8 and pool.task_threads() < pool.threads_per_task,
+              30, "the busy loop's core to count and a task to leave it")
     finally:
         os.kill(pid, signal.SIGKILL)
     loaded = pool.others_load.cores()

@@ -224,13 +224,15 @@ live()
 # weights, shows where the task is and draws its result.
 
 
-def task_status(duel: DuelHandle, kind: str, drawn_at: float) -> TaskSnapshot | None:
+def task_status(duel: DuelHandle, kind: str, drawn_at: float,
+                draw_partial: Callable[[dict], None] | None = None) -> TaskSnapshot | None:
     """Where this duel's latest ``kind`` task is — waiting (with how many are ahead, redrawn every second), running
     (a progress bar and Cancel, redrawn twice a second) or failed (one line) — and its snapshot, whose ``result`` is
     set once done. Each redraw costs the server a few milliseconds (app/serve.py froze the libraries out of the
     garbage collector) and the browser a layout; a waiting task's position changes only when a slot frees. In the
     class benchmark, whose tabs share the server's two cores, the tabs' renderers used more CPU than the trainers
-    even at these rates (bench/classroom.py reports both)."""
+    even at these rates (bench/classroom.py reports both). ``draw_partial`` draws a running task's first part of
+    its result (``TaskSnapshot.partial``) under its progress bar."""
     task = duel.tasks.get(kind)
     if task is None:
         return None
@@ -245,6 +247,8 @@ def task_status(duel: DuelHandle, kind: str, drawn_at: float) -> TaskSnapshot | 
             st.info(f"{TASK_LABELS[kind]}: the server is busy — {snap.queue_position} ahead of you.")
         elif snap.state == "running":
             st.progress(min(1.0, snap.share), text=f"{TASK_LABELS[kind]}: {snap.text}")
+            if draw_partial is not None and snap.partial is not None:
+                draw_partial(snap.partial)
         elif snap.state == "error":
             st.error(f"{TASK_LABELS[kind]} failed: {snap.message}. Press it again, or Reset.")
         if task.active():
@@ -290,18 +294,23 @@ def threshold_readouts(models: dict[str, torch.nn.Module], upper: float) -> floa
     return threshold
 
 
-def pruning_table(duel: DuelHandle, prune: TaskSnapshot) -> None:
-    """Both pruned networks' MACs and accuracies, with the fine-tune's accuracies once it has run."""
+def matched_table(rows: list[dict], finetuned: dict[str, float]) -> None:
+    """polar.matched_flops's rows as the page shows them, with the fine-tuned accuracies known so far ("–" for the
+    rest, and for the β-dropped column while Prune still measures it)."""
     import pandas as pd
 
-    table = pd.DataFrame(prune.result["table"])
-    finetune = done_on(duel, "finetune", prune)
-    accuracy = finetune.result["accuracy"] if finetune is not None else {}
-    table["acc_finetuned"] = [accuracy.get(m, float("nan")) for m in table["method"]]
+    table = pd.DataFrame(rows)
+    table["acc_finetuned"] = [finetuned.get(m, float("nan")) for m in table["method"]]
     st.caption("L1 is pruned to the same FLOPs reduction as polarization (matched FLOPs, network slimming's global "
                "threshold). Accuracy on the test subset; pruning folds each removed channel's constant output into "
                "the next layer (\"β dropped\": the paper's code, which discards it).")
     st.table(charts.prune_table(table))
+
+
+def pruning_table(duel: DuelHandle, prune: TaskSnapshot) -> None:
+    """Both pruned networks' MACs and accuracies, with the fine-tune's accuracies once it has run."""
+    finetune = done_on(duel, "finetune", prune)
+    matched_table(prune.result["table"], finetune.result["accuracy"] if finetune is not None else {})
     if st.button("Fine-tune both pruned networks for 1 epoch"):
         duel.run_task("finetune", {"pruned": prune.result["pruned"], "epochs": 1, "lr": 0.01,
                                    "cfgs": {m: c.to_dict() for m, c in duel.cfgs.items()}})
@@ -430,7 +439,7 @@ def after_training(duel: DuelHandle | None, now: Snapshot | None) -> None:
     if st.button("✂ Prune", type="primary"):
         duel.run_task("prune", {"models": weights_blob(duel.models), "threshold": threshold, "reference": "polar",
                                 "accuracies": duel.snapshot().known_accuracies()})  # as of the click
-    prune = task_status(duel, "prune", drawn_at)
+    prune = task_status(duel, "prune", drawn_at, draw_partial=lambda partial: matched_table(partial["table"], {}))
     if prune is not None and prune.state == "done":
         pruning_table(duel, prune)
         task_status(duel, "finetune", drawn_at)
