@@ -133,30 +133,22 @@ TEXT = "[data-testid='stCaptionContainer'], [data-testid='stMarkdownContainer']"
 # user's input that makes the condition true. Polling the page from here every 20 ms instead (a text query over the
 # whole DOM each time) cost Chromium about a quarter of a core, taken from the worker being timed: one trade-off
 # read 10.3-12.9 s that way and 8.5 s when polled every 200 ms (bench/explorer_budgets.py, one run each, same tree).
-_WATCH = """([selector, pattern]) => {
+_WATCH = """([selector, pattern, sameInput]) => {
   const first = () => document.querySelector(selector);
   const before = first() === null ? null : first().textContent;
   const re = pattern === null ? null : new RegExp(pattern);
   const hit = () => re === null
     ? first() !== null && first().textContent !== before
     : Array.from(document.querySelectorAll(selector)).some(e => re.test(e.textContent.trim()));
-  const watch = {start: null, seen: null};
+  // sameInput: a later condition of the input the previous watch timed (its start is kept, its flag replaced)
+  const watch = {start: sameInput ? window.__polarWatch.start : null, seen: null};
   window.__polarWatch = watch;
   const begin = () => { if (watch.start === null) watch.start = performance.now(); };
-  for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, begin, {capture: true, once: true});
+  if (!sameInput)
+    for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, begin, {capture: true, once: true});
+  else if (hit()) { watch.seen = performance.now(); return; }
   const observer = new MutationObserver(() => {
     if (watch.start !== null && hit()) { watch.seen = performance.now(); observer.disconnect(); }
-  });
-  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
-}"""
-_LATER = """([selector, pattern]) => {
-  const re = new RegExp(pattern);
-  const hit = () => Array.from(document.querySelectorAll(selector)).some(e => re.test(e.textContent.trim()));
-  const later = {seen: null};
-  window.__polarLater = later;
-  if (hit()) { later.seen = performance.now(); return; }
-  const observer = new MutationObserver(() => {
-    if (hit()) { later.seen = performance.now(); observer.disconnect(); }
   });
   observer.observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
@@ -168,8 +160,12 @@ def time_in_page(page, action: Callable[[], None], selector: str, pattern: str |
     matching the CSS ``selector`` has text matching ``pattern`` (a JavaScript regular expression, tested on the
     trimmed text), or with ``pattern=None`` until the first such element's text differs from what it was before.
     Measured in the page (see ``_WATCH``); this side only checks a flag four times a second."""
-    page.evaluate(_WATCH, [selector, pattern])
+    page.evaluate(_WATCH, [selector, pattern, False])
     action()
+    return _seen(page, timeout_s)
+
+
+def _seen(page, timeout_s: float) -> float:
     page.wait_for_function("() => window.__polarWatch.seen !== null", timeout=timeout_s * 1000, polling=250)
     return page.evaluate("() => (window.__polarWatch.seen - window.__polarWatch.start) / 1000")
 
@@ -177,9 +173,8 @@ def time_in_page(page, action: Callable[[], None], selector: str, pattern: str |
 def later_in_page(page, selector: str, pattern: str, timeout_s: float = 300) -> float:
     """After :func:`time_in_page`: seconds from that same input until an element matching ``selector`` has text
     matching ``pattern`` (a second, later condition of one click, e.g. a table complete after its first part)."""
-    page.evaluate(_LATER, [selector, pattern])
-    page.wait_for_function("() => window.__polarLater.seen !== null", timeout=timeout_s * 1000, polling=250)
-    return page.evaluate("() => (window.__polarLater.seen - window.__polarWatch.start) / 1000")
+    page.evaluate(_WATCH, [selector, pattern, True])
+    return _seen(page, timeout_s)
 
 
 def status(page) -> str:
