@@ -36,6 +36,11 @@ def test_throughput_and_speedup_scripts_run(tmp_path: Path) -> None:
     _run("bench/conv_widths.py", "--batch", "2", "--repeats", "1", "--out", str(tmp_path))
     convs = json.loads((tmp_path / "conv_widths.json").read_text())["rows"]
     assert len(convs) == 12 and all(r["ms"] > 0 for r in convs)
+    _run("bench/eval_batch.py", "--models", "resnet20", "--dataset", "synthetic", "--test-images", "20",
+         "--repeats", "1", "--out", str(tmp_path))
+    evals = json.loads((tmp_path / "eval_batch.json").read_text())
+    assert [r["model"] for r in evals["rows"]] == ["resnet20"] and evals["test_images"] == 20
+    assert evals["rows"][0]["speedup_over_256"] >= 1 and not evals["steady"]
 
 
 def test_duel_script_runs(tmp_path: Path) -> None:

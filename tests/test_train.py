@@ -13,6 +13,8 @@ from polar.gamma_stats import count_modes, gamma_histogram, middle_share
 from polar.schedule import lr_at, scale_lambda
 from polar.train import EpochEvent, StepEvent, build_optimizer
 
+from .conftest import polarize_randomly
+
 BRIEF = dict(model="resnet20", dataset="synthetic", epochs=2, batch_size=64, lr=0.1, lr_schedule="cosine",
              weight_decay=5e-4, bn_wd=False, seed=0)
 
@@ -130,6 +132,16 @@ def test_saved_checkpoint_loads_as_a_model(tmp_path: Path, synthetic) -> None:
     last = _final_epoch(cfg, synthetic, run_dir=tmp_path)
     model = polar.load(tmp_path / "checkpoint.pt")
     assert polar.evaluate(model, synthetic)[1] == pytest.approx(last.test_acc)
+
+
+def test_evaluation_answers_the_same_at_every_batch_and_layout(synthetic) -> None:
+    """The batch (64 on a CPU by default, chosen for speed) and the memory layout change only how fast: the same
+    count of correct images and the same loss at a batch of 7 (a ragged last batch), 64 and the whole split."""
+    model = polarize_randomly(polar.create_model("resnet20", num_classes=synthetic.num_classes), seed=3).eval()
+    answers = [polar.evaluate(model, synthetic, batch_size=b, channels_last=cl)
+               for b in (None, 7, 64, len(synthetic.test_y)) for cl in (True, False)]
+    assert len({acc for _, acc in answers}) == 1
+    assert all(loss == pytest.approx(answers[0][0], rel=1e-5) for loss, _ in answers)
 
 
 def test_step_schedule_and_warmup() -> None:
