@@ -199,7 +199,9 @@ async def student(browser, url: str, delay: float, train_s: float, waits: dict[s
     page = await context.new_page()
     step = "open"
     try:
-        await page.goto(url, timeout=120_000)
+        # as long as the page may take to invite Start: with thirty tabs on the server's two cores, nine page loads
+        # took over 120 s (the N = 30 run of 2026-12-07), which says how loaded the machine is, not that it failed
+        await page.goto(url, timeout=300_000)
         # the page is usable once it invites Start, whether its trainer is ready, getting ready or not given yet
         # (a busy server starts one when Start is pressed)
         await page.get_by_text(re.compile(r"Press Start to train both networks")).first.wait_for(timeout=300_000)
