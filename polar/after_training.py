@@ -117,19 +117,23 @@ def _latency(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> d
     return {"latency": deployed_latency(original, pruned, repeats=int(spec.get("repeats", 3))).to_dict("records")}
 
 
+REPLANS = 2  # the speed-up task's re-plans for a measured shortfall (polar.pruned_for_speedup): a few seconds each
+
+
 def _speedup(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:
     """The reference network pruned for a measured ``speedup`` (``polar.pruned_for_speedup``) in ``runtime`` at
     ``batch_size``, beside the FLOPs-threshold network Prune made from it: each one's MACs, test accuracy before
     fine-tuning and speed-up over the unpruned network measured here in alternating rounds, with the latency
-    table's prediction for the first. The table is measured once per machine, runtime and batch (tens of seconds
-    for a ResNet-20), then read from the cache."""
+    table's prediction for the first (measured, and planned again for a shortfall, while it is chosen). The table
+    is measured once per machine, runtime and batch (tens of seconds for a ResNet-20), then read from the
+    cache."""
     original = read_weights(spec["models"])[spec["reference"]]
     by_threshold = read_weights(spec["pruned"])[spec["reference"]]
     runtime, batch_size = spec["runtime"], int(spec["batch_size"])
     progress(0.0, f"the latency table of {runtime} at batch {batch_size} (measured once on this machine, then cached)")
     table = latency_table(original, runtime, batch_size)
-    progress(0.5, "choosing the widths and pruning")
-    done = pruned_for_speedup(original, float(spec["speedup"]), runtime, batch_size, table=table)
+    progress(0.5, "choosing the widths, pruning and measuring the result (planned again for a shortfall)")
+    done = pruned_for_speedup(original, float(spec["speedup"]), runtime, batch_size, table=table, replans=REPLANS)
     rows = []
     for i, (name, model) in enumerate((("speed-up target", done.model), ("FLOPs threshold (Prune)", by_threshold))):
         progress(0.6 + 0.2 * i, f"measuring the {name} network against the original")

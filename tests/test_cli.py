@@ -160,11 +160,15 @@ def test_prune_finetune_and_search_commands(tmp_path: Path) -> None:
                   str(tmp_path / "fast"), env=cache)
     assert done.returncode == 0, done.stderr
     fast = json.loads((tmp_path / "fast" / "report.json").read_text())
-    assert fast["threshold"] is None and fast["predicted_speedup"] >= 1.5 and fast["measured_speedup"] > 0
+    # measured and re-planned (--replans 2 by default): the plan kept asked the table for some speed-up >= 1
+    assert fast["threshold"] is None and fast["measured_speedup"] > 0 and fast["replans"] == 2
+    assert fast["asked_of_table"] >= 1 and fast["predicted_speedup"] >= fast["asked_of_table"] * (1 - 1e-9)
     assert polar.count_macs(polar.load(tmp_path / "fast" / "model.pt"))[0] == fast["macs_after"] < fast["macs_before"]
     assert len(list((tmp_path / "cache" / "latency").glob("*.json"))) == 1
     clash = _polar("prune", "--run", str(run), "--speedup", "2", "--round-to", "8", env=cache)
     assert clash.returncode != 0 and "drop --round-to" in clash.stderr and "Traceback" not in clash.stderr
+    negative = _polar("prune", "--run", str(run), "--speedup", "2", "--replans", "-1", env=cache)
+    assert negative.returncode != 0 and "--replans must be 0 or more" in negative.stderr
 
     done = _polar("export", "--run", str(run), "--format", "onnx")
     assert done.returncode == 0, done.stderr
