@@ -142,7 +142,8 @@ def _speedup(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> d
                      "measured_speedup": measured_speedup(original, model, runtime, batch_size)})
     buffer = io.BytesIO()
     save(done.model, buffer)
-    return {"rows": rows, "granularity": table.granularity, "fit_error": table.fit_error, "download": buffer.getvalue()}
+    return {"rows": rows, "granularity": table.granularity, "fit_error": table.fit_error,
+            "asked_of_table": done.asked_of_table, "download": buffer.getvalue()}
 
 
 def _grid_point(spec: dict[str, Any], data: DeviceDataset, progress: Progress) -> dict[str, Any]:

@@ -376,8 +376,9 @@ def speed_target(duel: DuelHandle, prune: TaskSnapshot, drawn_at: float) -> None
                f"batch {spec['batch_size']}; widths in steps of {speed.result['granularity']}, fit error "
                f"{speed.result['fit_error']:.0%}) predicts each channel set's time, and the channels that lose the "
                "least γ per millisecond go first (polar.prune_to_speedup); the network chosen is measured and, "
-               "more than 10 % off, planned again for the shortfall (up to twice). Both speed-ups shown are measured "
-               "again now against the unpruned network, in alternating rounds.")
+               f"more than 10 % off, planned again for the shortfall (up to twice; the plan kept asked the table for "
+               f"{speed.result['asked_of_table']:.2f}x). Both speed-ups shown are measured again now against the "
+               "unpruned network, in alternating rounds.")
     st.download_button("Download the speed-pruned polarization model (.pt)", speed.result["download"],
                        "polar_speed_pruned.pt")
 
