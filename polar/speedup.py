@@ -134,11 +134,11 @@ def closest_measured(plan: Callable[[float], T], measure: Callable[[T], float], 
                      tolerance: float = 0.1) -> tuple[T, float, float]:
     """The loop of :func:`pruned_for_speedup`, apart from what it plans and measures: ``plan(ask)`` for the asked
     ``speedup`` first, then, while its speed-up ``measure(result)`` is more than ``tolerance`` (a share) from
-    ``speedup`` and ``replans`` remain, for ``ask * speedup / measured`` (never below 1). Returns the result measured closest,
-    its measured speed-up and the ask that made it. A re-plan the table cannot reach (``ConfigError``) ends the
-    loop with the closest so far."""
+    ``speedup`` and ``replans`` remain, for ``ask * speedup / measured`` (never below 1). Returns the result
+    measured closest, its measured speed-up and the ask that made it. A re-plan the table cannot reach
+    (``ConfigError``) ends the loop with the closest so far."""
     ask, best = float(speedup), None
-    for attempt in range(replans + 1):
+    for _ in range(max(replans, 0) + 1):
         try:
             result = plan(ask)
         except ConfigError:
