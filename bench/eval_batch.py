@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def main() -> None:
                 start = time.perf_counter()
                 polar.evaluate(model, data, batch_size=batch)
                 seconds[batch].append(time.perf_counter() - start)
-        median = {b: sorted(s)[len(s) // 2] for b, s in seconds.items()}
+        median = {b: statistics.median(s) for b, s in seconds.items()}
         fastest = min(median, key=median.get)
         rows.append({"model": name, "median_s": median, "fastest": fastest,
                      "speedup_over_256": median[256] / median[fastest]})

@@ -137,6 +137,9 @@ def closest_measured(plan: Callable[[float], T], measure: Callable[[T], float], 
     ``speedup`` and ``replans`` remain, for ``ask * speedup / measured`` (never below 1). Returns the result
     measured closest, its measured speed-up and the ask that made it. A re-plan the table cannot reach
     (``ConfigError``) ends the loop with the closest so far."""
+    def off(measured: float) -> float:
+        return abs(measured / speedup - 1)
+
     ask, best = float(speedup), None
     for _ in range(max(replans, 0) + 1):
         try:
@@ -146,9 +149,9 @@ def closest_measured(plan: Callable[[float], T], measure: Callable[[T], float], 
                 raise
             break
         measured = measure(result)
-        if best is None or abs(measured / speedup - 1) < abs(best[1] / speedup - 1):
+        if best is None or off(measured) < off(best[1]):
             best = (result, measured, ask)
-        if abs(measured / speedup - 1) <= tolerance:
+        if off(measured) <= tolerance:
             break
         ask = max(1.0, ask * speedup / measured)
     return best

@@ -19,6 +19,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from trainers import DuelHandle, Snapshot, TaskSnapshot
 
 import polar
+from polar.after_training import REPLANS
 from polar.saving import weights_blob
 
 TRADEOFF_REDUCTIONS = [0.2, 0.35, 0.5, 0.65, 0.8]
@@ -376,7 +377,8 @@ def speed_target(duel: DuelHandle, prune: TaskSnapshot, drawn_at: float) -> None
                f"batch {spec['batch_size']}; widths in steps of {speed.result['granularity']}, fit error "
                f"{speed.result['fit_error']:.0%}) predicts each channel set's time, and the channels that lose the "
                "least γ per millisecond go first (polar.prune_to_speedup); the network chosen is measured and, "
-               f"more than 10 % off, planned again for the shortfall (up to twice; the plan kept asked the table for "
+               f"more than 10 % off, planned again for the shortfall (at most {REPLANS} times; the plan kept asked "
+               f"the table for "
                f"{speed.result['asked_of_table']:.2f}x). Both speed-ups shown are measured again now against the "
                "unpruned network, in alternating rounds.")
     st.download_button("Download the speed-pruned polarization model (.pt)", speed.result["download"],
