@@ -290,11 +290,12 @@ class DuelHandle:
         with self._lock:
             return copy.copy(self._snapshot)
 
-    def idle(self) -> bool:
-        """True when the models are not being trained right now and hold the latest weights (safe to prune)."""
+    def idle(self, wait: float = 5.0) -> bool:
+        """True when the models are not being trained right now and hold the latest weights (safe to prune),
+        waiting up to ``wait`` seconds for a paused trainer to send them back."""
         if self.snapshot().state in ("running", "queued"):
             return False
-        return self._parked.wait(5.0)
+        return self._parked.wait(wait)
 
     def has_trainer(self) -> bool:
         return self._child is not None and self._child.alive()

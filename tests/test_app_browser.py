@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -256,6 +257,31 @@ def test_a_reload_during_training_reattaches_and_a_closed_tab_stops_training(ser
     context.close()
     stopped = _wait_for(lambda: server.trainers() <= 1, timeout=60, state=lambda: f"{server.trainers()} trainers")
     print(f"\nclosed tab: its training stopped {stopped:.1f}s later")
+
+
+def test_prune_appears_by_itself_once_a_slow_trainer_sends_its_weights_back(server: Server, browser) -> None:
+    """A trainer reads Pause only after the step or epoch-end evaluation it is in; on a loaded machine that outlasts
+    the page's waits (two students of the N = 30 class waited 300 s for a Prune button that never came). Here the
+    trainers are held (SIGSTOP) through Pause and the page's waits, then let go: Prune must appear by itself."""
+    page = browser.new_context().new_page()
+    page.goto(f"{server.url}/?dataset=synthetic&subset=50&batch_size=16&epochs=100", timeout=60_000)
+    page.get_by_text("Trainer ready.").wait_for(timeout=120_000)
+    page.get_by_role("button", name="▶ Start").click()
+    page.get_by_text(re.compile(r"running · step [1-9]")).first.wait_for(timeout=60_000)
+    held = server.trainer_pids()
+    for pid in held:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        page.get_by_role("button", name="⏸ Pause").click()
+        # Pause waits 30 s for the weights, the Prune section 5 s more: then the page says they are on their way
+        page.get_by_text("the weights are moving").wait_for(timeout=120_000)
+    finally:
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+    let_go = time.time()
+    page.get_by_role("button", name="✂ Prune").wait_for(timeout=60_000)
+    print(f"\nheld trainer let go: Prune shown {time.time() - let_go:.1f}s later, without a click")
+    page.context.close()
 
 
 def test_two_users_training_at_once_both_finish(server: Server, browser) -> None:
