@@ -432,9 +432,10 @@ def tradeoff_curve(duel: DuelHandle, drawn_at: float) -> None:
 @st.fragment(run_every=1.0)
 def rerun_when_idle(duel: DuelHandle) -> None:
     """Paused, but the trainer has not sent its weights back: it reads Pause only after the step or the epoch's
-    evaluation it is in, which on a loaded machine outlasts the page's waits (30 s for Pause, 5 s here). Look again
-    every second and redraw the page once they are back; waiting once and then showing the message until the user
-    clicked something left two students of the N = 30 class (bench/classroom.py) 300 s without a Prune button."""
+    evaluation it is in, which on a loaded machine outlasts the page's waits (30 s in Pause, 5 s in the Prune
+    section's ``duel.idle()``). Look again every second and redraw the page once they are back; waiting once and
+    then showing the message until the user clicked something left two students of the N = 30 class
+    (bench/classroom.py) 300 s without a Prune button."""
     if duel.idle(wait=0):
         st.rerun()
 
@@ -447,8 +448,9 @@ def after_training(duel: DuelHandle | None, now: Snapshot | None) -> None:
         return
     if not duel.idle():
         st.info("Pause training to prune: the weights are moving.")
-        if duel.snapshot().state not in ("running", "queued"):  # paused, the weights on their way back (while
-            rerun_when_idle(duel)  # training runs, the live part polls and redraws the page when it stops)
+        # paused with the weights on their way back; while training runs, the live part polls instead
+        if duel.snapshot().state not in ("running", "queued"):
+            rerun_when_idle(duel)
         return
     threshold = threshold_readouts(duel.models, duel.upper)
     drawn_at = time.time()
